@@ -1,0 +1,114 @@
+"""The ``paramedic`` command line.
+
+Exit codes (documented in the README and in ``paramedic --help``):
+
+* ``check``: the worst status of the selected checks, Nagios style — 0 OK, 1 WARNING,
+  2 CRITICAL, 3 UNKNOWN.
+* any command: 2 when the config is invalid (every problem is printed with its path) or
+  the command line is wrong; 3 for an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import click
+
+from agent import __version__
+from agent.config import Config, load_config, resolve_path
+from agent.errors import ConfigError, ParamedicError
+
+EXIT_CODES_HELP = """\b
+Exit codes of `check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (worst check wins;
+the Nagios plugin convention). Any command exits 2 for an invalid config or bad
+usage, 3 for an internal error.
+"""
+
+config_option = click.option(
+    "--config", "-c", "config_path", metavar="FILE", default=None,
+    help="Config file. Default: $PARAMEDIC_CONFIG, then ./config.yaml.",
+)
+
+
+def _load(config_path: str | None) -> Config:
+    path = resolve_path(config_path)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"config {exc.source} is invalid ({len(exc.problems)} problem(s)):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="paramedic")
+def cli() -> None:
+    """paramedic keeps a Docker-based service stack healthy.
+
+    It probes services (HTTP, TCP, PostgreSQL, Redis, containers, Prometheus queries),
+    matches failures to runbooks and applies safe fixes inside guardrails. Start with
+    `paramedic validate`, then `paramedic check`.
+    """
+
+
+@cli.command()
+@config_option
+def validate(config_path: str | None) -> None:
+    """Check a config file and report every problem with its path.
+
+    Prints `config OK: N checks, M runbooks` and exits 0, or lists each problem
+    (`checks[2].timeout: input should be a valid duration`) and exits 2.
+    """
+    config = _load(config_path)
+    click.echo(f"config OK: {len(config.checks)} checks, {len(config.runbooks)} runbooks")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@config_option
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Run only checks with this tag (repeatable).")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Table for people, one JSON document for programs.")
+def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str) -> None:
+    """Run the selected checks once, concurrently, and exit with the worst status.
+
+    Each probe runs under its own hard timeout. Suitable for cron and for monitoring
+    wrappers that understand Nagios exit codes.
+    """
+    from agent.output import results_json, results_table
+    from agent.results import worst
+    from agent.runner import run_once, select
+
+    config = _load(config_path)
+    missing = [name for name in only if name not in {c.name for c in config.checks}]
+    if missing:
+        click.echo(f"no check named {', '.join(map(repr, missing))} in {config.source}", err=True)
+        sys.exit(2)
+    specs = select(config.checks, only, tags)
+    if not specs:
+        click.echo(f"no checks selected (tags: {', '.join(tags)})", err=True)
+        sys.exit(3)
+    results = asyncio.run(run_once(specs, config.redactor))
+    if output == "json":
+        click.echo(results_json(results))
+    else:
+        targets = {s.name: config.redactor.text(s.target()) for s in specs}
+        click.echo(results_table(results, targets, colour=sys.stdout.isatty()))
+    sys.exit(int(worst(r.status for r in results)))
+
+
+def main() -> None:
+    """Console-script entry point: turn stray paramedic errors into their exit codes."""
+    try:
+        cli()
+    except ParamedicError as exc:
+        click.echo(f"paramedic: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

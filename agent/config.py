@@ -1,0 +1,270 @@
+"""Load, expand and validate ``config.yaml`` into one frozen, typed :class:`Config`.
+
+Everything is checked once, at start: unknown keys, bad durations, conditions that do
+not parse, unknown probe types, duplicate names, runbooks naming missing checks. Every
+problem is reported with its path (``checks[2].timeout: input should be a valid
+duration``) in one :class:`~agent.errors.ConfigError`, which the CLI turns into exit 2.
+
+``${VAR}`` and ``${VAR:-default}`` in string values expand from the environment after
+YAML parsing (so a value can never inject YAML structure); ``$$`` is a literal ``$``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, JsonValue, ValidationError
+
+from agent.durations import Duration
+from agent.errors import ConfigError
+from agent.redact import Redactor, collect_secrets
+from agent.registry import UnknownTypeError, spec_model
+from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
+
+DEFAULT_CONFIG = "config.yaml"
+ENV_CONFIG = "PARAMEDIC_CONFIG"
+SevLevel = Literal["SEV-1", "SEV-2", "SEV-3", "SEV-4"]
+
+
+class Defaults(Frozen):
+    """Values every check inherits unless it sets its own."""
+
+    interval: Duration = 30.0
+    timeout: Duration = 5.0
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    severity: Literal["critical", "warning"] = "critical"
+    retries: RetrySpec = RetrySpec()
+
+
+class RunbookMatch(Frozen):
+    """Which failures a runbook handles. Empty lists mean "any"; all given fields must match."""
+
+    checks: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    statuses: tuple[Literal["CRITICAL", "WARNING"], ...] = ("CRITICAL",)
+    alert_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RunbookStep(Frozen):
+    """One rung of a runbook's ladder: an action, how long to verify it, what if it fails."""
+
+    action: str = Field(min_length=1)
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    verify_for: Duration = 60.0
+    on_failure: Literal["next", "escalate"] = "next"
+    approval: Literal["none", "required"] | None = None
+
+
+class Runbook(Frozen):
+    """A runbook, shaped like the seed's template (summary, severity, steps, escalation)."""
+
+    name: str = Field(min_length=1)
+    summary: str = ""
+    severity: SevLevel = "SEV-3"
+    match: RunbookMatch
+    steps: tuple[RunbookStep, ...] = ()
+    escalation: str = ""
+
+
+class _Top(Frozen):
+    """The top-level keys other than ``checks`` (validated per item by their type)."""
+
+    defaults: Defaults = Defaults()
+    runbooks: tuple[Runbook, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration, plus what was derived from it at load time."""
+
+    checks: tuple[CheckSpec, ...]
+    runbooks: tuple[Runbook, ...] = ()
+    defaults: Defaults = field(default_factory=Defaults)
+    source: str = "<memory>"
+    redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
+
+    def check(self, name: str) -> CheckSpec:
+        """The check called ``name``; ``KeyError`` if there is none."""
+        for spec in self.checks:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- paths & errors
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    """``("checks", 2, "timeout")`` -> ``checks[2].timeout``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _pydantic_problems(exc: ValidationError, prefix: Sequence[str | int]) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [*prefix, *err["loc"]]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            message = message[:1].lower() + message[1:]
+        problems.append(f"{format_path(loc)}: {message}")
+    return problems
+
+
+# --------------------------------------------------------------------------- env expansion
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, env: Mapping[str, str], loc: tuple[str | int, ...], problems: list[str]) -> Any:
+    """Expand ``${VAR}``/``${VAR:-default}``/``$$`` in every string of ``value``."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in env and (env[name] != "" or default is None):
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{format_path(loc)}: environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, (*loc, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, (*loc, i), problems) for i, v in enumerate(value)]
+    return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--config`` if given, else ``$PARAMEDIC_CONFIG``, else ``./config.yaml``."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at ``path``; raise :class:`ConfigError` listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"<file>: {source} does not exist"], source) from None
+    except OSError as exc:
+        raise ConfigError([f"<file>: cannot read {source}: {exc.strerror}"], source) from None
+    return parse_config(text, source, env)
+
+
+def parse_config(text: str, source: str = "<memory>", env: Mapping[str, str] | None = None) -> Config:
+    """Validate config ``text`` (YAML); see :func:`load_config`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"<yaml>: {problem} at {where}"], source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["<root>: the config must be a mapping with a 'checks' list"], source)
+    problems: list[str] = []
+    raw = expand_env(raw, os.environ if env is None else env, (), problems)
+    config = _validate(raw, source, problems)
+    if problems or config is None:
+        raise ConfigError(problems, source)
+    return config
+
+
+def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config | None:
+    raw_checks = raw.pop("checks", [])
+    top: _Top | None = None
+    try:
+        top = _Top.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, ()))
+    defaults_raw = raw.get("defaults") or {}
+    checks = _validate_checks(raw_checks, defaults_raw if isinstance(defaults_raw, dict) else {}, problems)
+    if top is None or checks is None:
+        return None
+    problems.extend(_cross_check(checks, top.runbooks))
+    if problems:
+        return None
+    secrets = collect_secrets(checks)
+    return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets))
+
+
+def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:
+    if not isinstance(raw, list):
+        problems.append("checks: must be a list of checks")
+        return None
+    specs: list[CheckSpec] = []
+    before = len(problems)
+    for index, item in enumerate(raw):
+        spec = _validate_check(index, item, defaults, problems)
+        if spec is not None:
+            specs.append(spec)
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"checks[{index}].name: duplicate name {name!r} (also checks[{seen[name]}])")
+            seen.setdefault(name, index)
+    return tuple(specs) if len(problems) == before else None
+
+
+def _validate_check(index: int, item: Any, defaults: dict[str, Any], problems: list[str]) -> CheckSpec | None:
+    loc: tuple[str | int, ...] = ("checks", index)
+    if not isinstance(item, dict):
+        problems.append(f"{format_path(loc)}: must be a mapping")
+        return None
+    type_name = item.get("type")
+    if not isinstance(type_name, str):
+        problems.append(f"{format_path((*loc, 'type'))}: missing (every check needs a type)")
+        return None
+    try:
+        model = spec_model(type_name)
+    except UnknownTypeError as exc:
+        problems.append(f"{format_path((*loc, 'type'))}: {exc.args[0]}")
+        return None
+    merged = {k: v for k, v in defaults.items() if k in model.model_fields} | item
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, loc))
+        return None
+
+
+def _cross_check(checks: tuple[CheckSpec, ...], runbooks: tuple[Runbook, ...]) -> list[str]:
+    """Rules that span sections: runbooks must name checks that exist, names are unique."""
+    names = {c.name for c in checks}
+    problems = []
+    seen: set[str] = set()
+    for i, book in enumerate(runbooks):
+        if book.name in seen:
+            problems.append(f"runbooks[{i}].name: duplicate runbook name {book.name!r}")
+        seen.add(book.name)
+        for j, check in enumerate(book.match.checks):
+            if check not in names:
+                problems.append(f"runbooks[{i}].match.checks[{j}]: no check named {check!r}")
+    return problems
+
+
+__all__ = ["ConditionSpec", "Config", "Defaults", "Runbook", "load_config", "parse_config"]

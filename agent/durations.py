@@ -1,0 +1,53 @@
+"""Durations as people write them in config: ``500ms``, ``10s``, ``5m``, ``1h30m``, ``2d``.
+
+Parsed once at config load into float seconds. A bare number is seconds. The pydantic
+type :data:`Duration` reports a bad value as ``input should be a valid duration``, so a
+config error reads ``checks[2].timeout: input should be a valid duration (got '5 parsecs')``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+
+
+def parse_duration(text: str) -> float:
+    """Return the duration in seconds, or raise ``ValueError`` naming the bad input."""
+    cleaned = text.strip().replace(" ", "")
+    if not _WHOLE.fullmatch(cleaned):
+        raise ValueError(f"input should be a valid duration like 500ms, 10s, 5m, 1h (got {text!r})")
+    return sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(cleaned))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form: ``0.25`` -> ``250ms``, ``90`` -> ``1m30s``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or "0s"
+
+
+def _coerce(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("input should be a valid duration, not a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("input should be a valid duration, not negative")
+        return float(value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"input should be a valid duration like 10s (got {type(value).__name__})")
+
+
+Duration = Annotated[float, BeforeValidator(_coerce), PlainSerializer(format_duration, return_type=str)]
+"""Seconds as a float; accepts ``500ms``/``10s``/``5m`` or a bare number of seconds."""

@@ -1,0 +1,53 @@
+"""How results look to people (a table) and to programs (one JSON document)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+import click
+
+from agent.results import Result, Status, worst
+
+_COLOURS = {Status.OK: "green", Status.WARNING: "yellow", Status.CRITICAL: "red", Status.UNKNOWN: "magenta"}
+
+
+def results_json(results: Sequence[Result]) -> str:
+    """``{"results": [...], "status": "<worst>"}`` as documented for ``check --output json``."""
+    doc = {"results": [r.as_dict() for r in results], "status": worst(r.status for r in results).name}
+    return json.dumps(doc, indent=2, default=str)
+
+
+def _latency(result: Result) -> str:
+    latency = result.observations.get("latency_ms")
+    value = latency if isinstance(latency, int | float) else result.duration_ms
+    return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
+
+
+def results_table(results: Sequence[Result], targets: dict[str, str], colour: bool = True) -> str:
+    """A fixed-column table: name, type, status, latency, and what failed with its value."""
+    header = ("NAME", "TYPE", "STATUS", "LATENCY", "DETAIL")
+    rows = [
+        (r.name, r.type, r.status.name, _latency(r),
+         r.message if r.status is not Status.OK else f"{targets.get(r.name, '')}: {r.message}".lstrip(": "))
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header[:4], widths, strict=True)) + "  " + header[4]]
+    for row, result in zip(rows, results, strict=True):
+        cells = [str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)]
+        if colour:
+            cells[2] = click.style(cells[2], fg=_COLOURS[result.status], bold=result.status is not Status.OK)
+        lines.append("  ".join(cells) + "  " + row[4])
+    lines.append("")
+    lines.append(summary(results))
+    return "\n".join(lines)
+
+
+def summary(results: Sequence[Result]) -> str:
+    """``4 checks: 3 OK, 1 CRITICAL`` (statuses in severity order)."""
+    counts = Counter(r.status for r in results)
+    parts = [f"{counts[s]} {s.name}" for s in sorted(counts, key=lambda s: s.rank)]
+    noun = "check" if len(results) == 1 else "checks"
+    return f"{len(results)} {noun}: " + (", ".join(parts) if parts else "nothing selected")

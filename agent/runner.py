@@ -1,0 +1,132 @@
+"""Run probes: hard timeout, optional retries, condition evaluation, one clean Result.
+
+This is the boundary where exceptions stop (habit 6): whatever a probe does — raise a
+documented ``ProbeError``, hang, or crash with a bug — the caller gets a
+:class:`~agent.results.Result`, never an exception, and every string in it has passed
+through the config's :class:`~agent.redact.Redactor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.conditions import evaluate
+from agent.durations import format_duration
+from agent.errors import ProbeError, ProbeTimeoutError
+from agent.redact import Redactor
+from agent.registry import probe_class
+from agent.results import ConditionOutcome, Result, Status
+from checks.base import CheckSpec, Probe, Resources
+
+_RETRYABLE = (Status.CRITICAL, Status.UNKNOWN)
+
+
+def build_probe(spec: CheckSpec, resources: Resources) -> Probe[Any]:
+    """Instantiate the registered probe class for ``spec``."""
+    return probe_class(spec.type)(spec, resources)
+
+
+@dataclass
+class ProbeRunner:
+    """Runs one check's probe and turns whatever happens into a :class:`Result`.
+
+    ``clock`` (wall time for ``started_at``) and ``sleep`` (between retries) are injected so
+    tests control time.
+    """
+
+    redactor: Redactor = field(default_factory=Redactor)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Any] = asyncio.sleep
+
+    async def run(self, spec: CheckSpec, probe: Probe[Any]) -> Result:
+        """One probe run, with ``spec.retries`` attempts; never raises (except cancellation)."""
+        started_at = self.clock()
+        t0 = time.perf_counter()
+        attempts = spec.retries.attempts
+        result = await self._attempt(spec, probe, started_at)
+        tries = 1
+        delay = spec.retries.backoff
+        while result.status in _RETRYABLE and tries < attempts:
+            await self.sleep(delay)
+            delay = min(delay * 2, spec.retries.max_backoff)
+            tries += 1
+            result = await self._attempt(spec, probe, started_at)
+        return self._finish(result, tries, (time.perf_counter() - t0) * 1000)
+
+    def _finish(self, result: Result, tries: int, total_ms: float) -> Result:
+        message = result.message
+        if tries > 1:
+            verdict = "succeeded" if result.status is Status.OK else "still failing"
+            message = f"{message} ({verdict} on attempt {tries})"
+        return Result(
+            name=result.name, type=result.type, status=result.status,
+            message=self.redactor.text(message), duration_ms=total_ms,
+            observations=self.redactor.data(dict(result.observations)),
+            conditions=tuple(
+                ConditionOutcome(c.expr, c.ok, self.redactor.data(c.actual), c.severity)
+                for c in result.conditions
+            ),
+            error=result.error, started_at=result.started_at, attempts=tries,
+        )
+
+    async def _attempt(self, spec: CheckSpec, probe: Probe[Any], started_at: float) -> Result:
+        t0 = time.perf_counter()
+
+        def failed(status: Status, message: str, error: str) -> Result:
+            took = (time.perf_counter() - t0) * 1000
+            return Result(spec.name, spec.type, status, message, took, error=error, started_at=started_at)
+
+        try:
+            observations = await asyncio.wait_for(probe.observe(), spec.timeout)
+        except (TimeoutError, ProbeTimeoutError):
+            message = f"timed out after {format_duration(spec.timeout)}"
+            return failed(Status.CRITICAL, message, "ProbeTimeoutError")
+        except ProbeError as exc:
+            return failed(Status[exc.status], str(exc), type(exc).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return failed(Status.UNKNOWN, f"internal error in {spec.type} probe: {type(exc).__name__}: {exc}",
+                          "InternalError")
+        took = (time.perf_counter() - t0) * 1000
+        code, outcomes, message = evaluate(spec.effective_conditions(), observations)
+        return Result(
+            spec.name, spec.type, Status(code), message, took, observations,
+            tuple(ConditionOutcome(c.expr, ok, actual, c.severity) for c, ok, actual in outcomes),
+            started_at=started_at,
+        )
+
+
+async def run_once(
+    specs: Sequence[CheckSpec], redactor: Redactor | None = None, concurrency: int = 64
+) -> list[Result]:
+    """Run every spec once, concurrently (at most ``concurrency`` at a time), in input order."""
+    resources = Resources()
+    runner = ProbeRunner(redactor or Redactor())
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(spec: CheckSpec) -> Result:
+        async with gate:
+            try:
+                probe = build_probe(spec, resources)
+            except Exception as exc:
+                return Result(spec.name, spec.type, Status.UNKNOWN, runner.redactor.text(
+                    f"cannot set up {spec.type} probe: {exc}"), 0.0, error="InternalError")
+            try:
+                return await runner.run(spec, probe)
+            finally:
+                await probe.close()
+
+    try:
+        return list(await asyncio.gather(*(one(s) for s in specs)))
+    finally:
+        await resources.close()
+
+
+def select(specs: Iterable[CheckSpec], only: Sequence[str] = (), tags: Sequence[str] = ()) -> list[CheckSpec]:
+    """Checks named in ``only`` (if any) that carry at least one of ``tags`` (if any)."""
+    return [s for s in specs if (not only or s.name in only) and (not tags or set(tags) & set(s.tags))]

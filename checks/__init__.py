@@ -1,0 +1,1 @@
+"""Probe types. One module per type; the engine reaches them only through ``agent.registry``."""

@@ -1,0 +1,193 @@
+"""The small base types every probe module builds on.
+
+A probe type is a pair: a frozen pydantic *spec* (subclass of :class:`CheckSpec`, with a
+``type: Literal["<name>"]`` field and its own settings) and a *probe* class (subclass of
+:class:`Probe`) whose only I/O is :meth:`Probe.observe`. The engine applies the hard
+timeout, evaluates conditions, and turns exceptions into results; a probe only gathers
+observations, or raises an ``agent.errors.ProbeError`` that says whether the target is
+failing (CRITICAL) or the agent cannot tell (UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from agent.conditions import CompiledCondition, Severity, compile_condition
+from agent.durations import Duration
+
+
+class Frozen(BaseModel):
+    """Base of every config model: unknown keys are errors, values never change after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConditionSpec(Frozen):
+    """One condition: ``"latency_ms < 500"`` or ``{expr: "...", severity: warning}``."""
+
+    expr: str
+    severity: Severity = "critical"
+    _compiled: CompiledCondition = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"expr": value} if isinstance(value, str) else value
+
+    @field_validator("expr")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        compile_condition(value)
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._compiled = compile_condition(self.expr, self.severity)
+
+    @property
+    def compiled(self) -> CompiledCondition:
+        """The parsed expression, ready to evaluate."""
+        return self._compiled
+
+
+class RetrySpec(Frozen):
+    """Retries inside one probe run (distinct from ``failure_threshold``, which counts runs)."""
+
+    attempts: int = Field(default=1, ge=1, le=10)
+    backoff: Duration = 0.2
+    max_backoff: Duration = 2.0
+
+
+class CheckSpec(Frozen):
+    """Settings every check has. Probe modules subclass it and add ``type`` and their own."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+    type: str
+    interval: Duration = 30.0
+    timeout: Duration = 5.0
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    severity: Severity = "critical"
+    tags: tuple[str, ...] = ()
+    conditions: tuple[ConditionSpec, ...] = ()
+    retries: RetrySpec = RetrySpec()
+    description: str = ""
+
+    #: Conditions applied when the config lists none (e.g. ``status_code < 400`` for http).
+    default_conditions: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than 0")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value < 0.1:
+            raise ValueError("interval must be at least 100ms")
+        return value
+
+    def effective_conditions(self) -> tuple[CompiledCondition, ...]:
+        """The configured conditions, or the probe type's defaults when none are set."""
+        if self.conditions:
+            return tuple(c.compiled for c in self.conditions)
+        return tuple(compile_condition(text, "critical") for text in self.default_conditions)
+
+    def target(self) -> str:
+        """A short, secret-free description of what this check probes (for tables and logs)."""
+        return self.type
+
+
+SpecT = TypeVar("SpecT", bound=CheckSpec)
+Observations = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class Resources:
+    """Clients shared by all probes of one process, created on first use and closed once.
+
+    ``shared("docker", factory)`` returns the same object to every container check, so a
+    hundred container checks use one Docker connection pool. ``close`` runs each
+    registered closer (sync or async) at shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+        self._closers: list[Callable[[], Any]] = []
+
+    def shared(self, key: str, factory: Callable[[], T], closer: Callable[[T], Any] | None = None) -> T:
+        """Return the object stored under ``key``, creating it with ``factory`` the first time."""
+        if key not in self._items:
+            item = factory()
+            self._items[key] = item
+            if closer is not None:
+                self._closers.append(lambda: closer(item))
+        value: T = self._items[key]
+        return value
+
+    async def close(self) -> None:
+        """Close every shared client; errors are swallowed (we are shutting down)."""
+        closers, self._closers, self._items = self._closers, [], {}
+        for closer in reversed(closers):
+            try:
+                outcome = closer()
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:  # noqa: S112 - best effort at shutdown
+                continue
+
+
+class Probe(ABC, Generic[SpecT]):
+    """One configured check's I/O. Constructed once per check; ``observe`` runs per probe.
+
+    Shared, expensive resources (an HTTP connector, a Docker client) are passed in through
+    the constructor so tests and the daemon can inject them; a probe never creates a
+    client per run.
+    """
+
+    spec_model: ClassVar[type[CheckSpec]]
+
+    def __init__(self, spec: SpecT, resources: Resources | None = None) -> None:
+        self.spec = spec
+        self.resources = resources if resources is not None else Resources()
+
+    @abstractmethod
+    async def observe(self) -> dict[str, Any]:
+        """Gather observations, or raise an ``agent.errors.ProbeError``.
+
+        Must honour cancellation: the engine cancels it when the check's timeout passes,
+        and it must release sockets and threads when that happens.
+        """
+
+    async def close(self) -> None:
+        """Release resources held across runs. Called once when the check is dropped."""
+
+
+def literal_type(spec: type[CheckSpec]) -> str:
+    """The ``type`` literal a spec model declares (``"http"`` for ``HttpSpec``)."""
+    annotation = spec.model_fields["type"].annotation
+    args: tuple[object, ...] = getattr(annotation, "__args__", ())
+    first = args[0] if len(args) == 1 else None
+    if not isinstance(first, str):
+        raise TypeError(f"{spec.__name__}.type must be a single Literal string")
+    return first
+
+
+__all__ = [
+    "CheckSpec",
+    "ConditionSpec",
+    "Frozen",
+    "Literal",
+    "Observations",
+    "Probe",
+    "Resources",
+    "RetrySpec",
+    "literal_type",
+]

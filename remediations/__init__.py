@@ -1,0 +1,1 @@
+"""Remediation actions. One module per action family; reached through ``agent.registry``."""

@@ -1,0 +1,5 @@
+"""Test-wide configuration: fixture plugins live in ``tests/support``."""
+
+pytest_plugins = [
+    "tests.support.fixtures",
+]
