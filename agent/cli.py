@@ -18,7 +18,8 @@ import click
 
 from agent import __version__
 from agent.config import Config, load_config, resolve_path
-from agent.errors import ConfigError, ParamedicError
+from agent.errors import ConfigError, ParamedicError, StoreError
+from agent.results import Result
 
 EXIT_CODES_HELP = """\b
 Exit codes of `check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (worst check wins;
@@ -73,11 +74,15 @@ def validate(config_path: str | None) -> None:
               help="Run only checks with this tag (repeatable).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Table for people, one JSON document for programs.")
-def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str) -> None:
+@click.option("--no-store", is_flag=True,
+              help="Do not read or update the state store (an ad-hoc look that counts nothing).")
+def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str, no_store: bool) -> None:
     """Run the selected checks once, concurrently, and exit with the worst status.
 
-    Each probe runs under its own hard timeout. Suitable for cron and for monitoring
-    wrappers that understand Nagios exit codes.
+    Each probe runs under its own hard timeout. Results and each check's health state
+    (OK / FAILING(n) / DOWN / RECOVERING) go to the same store the daemon uses, so a
+    cron job counts consecutive failures across runs. Suitable for cron and for
+    monitoring wrappers that understand Nagios exit codes.
     """
     from agent.output import results_json, results_table
     from agent.results import worst
@@ -93,12 +98,29 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
         click.echo(f"no checks selected (tags: {', '.join(tags)})", err=True)
         sys.exit(3)
     results = asyncio.run(run_once(specs, config.redactor))
+    states = {} if no_store else _record(config, results)
     if output == "json":
-        click.echo(results_json(results))
+        click.echo(results_json(results, states))
     else:
         targets = {s.name: config.redactor.text(s.target()) for s in specs}
-        click.echo(results_table(results, targets, colour=sys.stdout.isatty()))
+        click.echo(results_table(results, targets, states, colour=sys.stdout.isatty()))
     sys.exit(int(worst(r.status for r in results)))
+
+
+def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
+    """Store results and advance states; a store problem is reported, never fatal here."""
+    from agent.store import Store
+
+    try:
+        store = Store(config.store_path())
+        try:
+            states, _ = store.apply_results(results, config.thresholds())
+        finally:
+            store.close()
+    except StoreError as exc:
+        click.echo(f"warning: results not recorded: {exc}", err=True)
+        return {}
+    return {name: state.label for name, state in states.items()}
 
 
 def main() -> None:

@@ -286,13 +286,21 @@ def _tokenize(text: str) -> list[_Tok]:
     return tokens
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _unescape(raw: str) -> str:
+    """Resolve ``\\n \\t \\r \\\\ \\" \\'``; keep other escapes (``\\d`` in a regex) as written."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), raw, flags=re.S)
+
+
 def _classify(m: re.Match[str]) -> _Tok:
-    pos = m.start(m.lastgroup or 0)
     if m.group("number") is not None:
-        return _number_token(m.group("number"), m.group("unit"), pos)
+        return _number_token(m.group("number"), m.group("unit"), m.start("number"))
+    pos = m.start(m.lastgroup or 0)
     if m.group("string") is not None:
         raw = m.group("string")
-        return _Tok("string", bytes(raw[1:-1], "utf-8").decode("unicode_escape"), pos)
+        return _Tok("string", _unescape(raw[1:-1]), pos)
     if m.group("op") is not None:
         return _Tok("op", m.group("op"), pos)
     if m.group("punct") is not None:
@@ -306,7 +314,8 @@ def _number_token(number: str, unit: str | None, pos: int) -> _Tok:
     if unit is None:
         return _Tok("literal", value, pos)
     if unit in _DURATION_UNITS:
-        return _Tok("duration", Duration(parse_duration(f"{number.lstrip('-')}{unit}")), pos)
+        seconds = parse_duration(f"{number.lstrip('-')}{unit}")
+        return _Tok("duration", Duration(-seconds if number.startswith("-") else seconds), pos)
     if unit in _SIZES:
         return _Tok("literal", value * _SIZES[unit], pos)
     raise ConditionSyntaxError(f"unknown unit {unit!r} after {number} at column {pos + 1}")
@@ -443,7 +452,7 @@ class _Parser:
             if self.tok.kind != "]":
                 raise self.error("']'")
             self.take()
-        end = self.tokens[self.i - 1].pos + len(str(self.tokens[self.i - 1].value)) + 1
+        end = self.tokens[self.i - 1].pos + len(str(self.tokens[self.i - 1].value))
         return Path(self.text[start:end].strip(), tuple(parts))
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, JsonValue, ValidationError
+from pydantic import Field, JsonValue, ValidationError, field_validator
 
 from agent.durations import Duration
 from agent.errors import ConfigError
 from agent.redact import Redactor, collect_secrets
+from agent.state import Thresholds
 from agent.registry import UnknownTypeError, spec_model
 from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
 
@@ -74,11 +75,54 @@ class Runbook(Frozen):
     escalation: str = ""
 
 
+class StoreSettings(Frozen):
+    """Where state lives. A relative ``path`` is relative to the config file's directory."""
+
+    path: str = "paramedic.db"
+    retention: Duration = 7 * 86400.0
+    max_results_per_check: int = Field(default=1000, ge=10)
+
+
+class ServerSettings(Frozen):
+    """The daemon's HTTP endpoint (``/healthz``, ``/metrics``, ``/api/v1/checks``). Empty = off."""
+
+    listen: str = "127.0.0.1:9321"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9321) or empty to disable")
+        return value
+
+
+class SchedulerSettings(Frozen):
+    """How the daemon paces probes."""
+
+    max_in_flight: int = Field(default=256, ge=1, le=10000)
+    jitter: Duration = 10.0
+    flush_interval: Duration = 0.1
+
+
+class StateSettings(Frozen):
+    """Flapping detection: more than ``flap_threshold`` pass/fail flips within ``flap_window``."""
+
+    flap_window: Duration = 600.0
+    flap_threshold: int = Field(default=6, ge=2)
+
+
 class _Top(Frozen):
     """The top-level keys other than ``checks`` (validated per item by their type)."""
 
     defaults: Defaults = Defaults()
     runbooks: tuple[Runbook, ...] = ()
+    store: StoreSettings = StoreSettings()
+    server: ServerSettings = ServerSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    state: StateSettings = StateSettings()
 
 
 @dataclass(frozen=True)
@@ -90,6 +134,25 @@ class Config:
     defaults: Defaults = field(default_factory=Defaults)
     source: str = "<memory>"
     redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+
+    def store_path(self) -> Path:
+        """The store file, resolved against the config file's directory."""
+        path = Path(self.store.path).expanduser()
+        if path.is_absolute() or self.source.startswith("<"):
+            return path
+        return Path(self.source).resolve().parent / path
+
+    def thresholds(self) -> dict[str, Thresholds]:
+        """Per-check state-machine thresholds (failure/success counts and flapping)."""
+        return {
+            c.name: Thresholds(c.failure_threshold, c.success_threshold,
+                               self.state.flap_window, self.state.flap_threshold)
+            for c in self.checks
+        }
 
     def check(self, name: str) -> CheckSpec:
         """The check called ``name``; ``KeyError`` if there is none."""
@@ -195,19 +258,26 @@ def parse_config(text: str, source: str = "<memory>", env: Mapping[str, str] | N
 def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config | None:
     raw_checks = raw.pop("checks", [])
     top: _Top | None = None
+    bad_defaults: set[str | int] = set()
     try:
         top = _Top.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, ()))
+        # a bad default is reported once, at defaults.*, not again under every check
+        bad_defaults = {e["loc"][1] for e in exc.errors() if len(e["loc"]) > 1 and e["loc"][0] == "defaults"}
     defaults_raw = raw.get("defaults") or {}
-    checks = _validate_checks(raw_checks, defaults_raw if isinstance(defaults_raw, dict) else {}, problems)
+    if not isinstance(defaults_raw, dict):
+        defaults_raw = {}
+    defaults = {k: v for k, v in defaults_raw.items() if k not in bad_defaults}
+    checks = _validate_checks(raw_checks, defaults, problems)
     if top is None or checks is None:
         return None
     problems.extend(_cross_check(checks, top.runbooks))
     if problems:
         return None
     secrets = collect_secrets(checks)
-    return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets))
+    return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
+                  top.store, top.server, top.scheduler, top.state)
 
 
 def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:

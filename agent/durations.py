@@ -15,11 +15,14 @@ from pydantic import BeforeValidator, PlainSerializer
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_BARE = re.compile(r"\d+(?:\.\d+)?")
 
 
 def parse_duration(text: str) -> float:
     """Return the duration in seconds, or raise ``ValueError`` naming the bad input."""
     cleaned = text.strip().replace(" ", "")
+    if _BARE.fullmatch(cleaned):
+        return float(cleaned)
     if not _WHOLE.fullmatch(cleaned):
         raise ValueError(f"input should be a valid duration like 500ms, 10s, 5m, 1h (got {text!r})")
     return sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(cleaned))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -13,9 +13,14 @@ from agent.results import Result, Status, worst
 _COLOURS = {Status.OK: "green", Status.WARNING: "yellow", Status.CRITICAL: "red", Status.UNKNOWN: "magenta"}
 
 
-def results_json(results: Sequence[Result]) -> str:
-    """``{"results": [...], "status": "<worst>"}`` as documented for ``check --output json``."""
-    doc = {"results": [r.as_dict() for r in results], "status": worst(r.status for r in results).name}
+def results_json(results: Sequence[Result], states: Mapping[str, str] | None = None) -> str:
+    """``{"results": [...], "status": "<worst>"}`` as documented for ``check --output json``.
+
+    With ``states``, each result also carries ``"state"``: its check's health after this run.
+    """
+    states = states or {}
+    items = [r.as_dict() | ({"state": states[r.name]} if r.name in states else {}) for r in results]
+    doc = {"results": items, "status": worst(r.status for r in results).name}
     return json.dumps(doc, indent=2, default=str)
 
 
@@ -25,21 +30,26 @@ def _latency(result: Result) -> str:
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
 
-def results_table(results: Sequence[Result], targets: dict[str, str], colour: bool = True) -> str:
-    """A fixed-column table: name, type, status, latency, and what failed with its value."""
-    header = ("NAME", "TYPE", "STATUS", "LATENCY", "DETAIL")
+def results_table(
+    results: Sequence[Result], targets: Mapping[str, str], states: Mapping[str, str] | None = None,
+    colour: bool = True,
+) -> str:
+    """A fixed-column table: name, type, status, latency, state, and what failed with its value."""
+    states = states or {}
+    header = ("NAME", "TYPE", "STATUS", "LATENCY", "STATE", "DETAIL")
     rows = [
-        (r.name, r.type, r.status.name, _latency(r),
+        (r.name, r.type, r.status.name, _latency(r), states.get(r.name, "-"),
          r.message if r.status is not Status.OK else f"{targets.get(r.name, '')}: {r.message}".lstrip(": "))
         for r in results
     ]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header[:4], widths, strict=True)) + "  " + header[4]]
+    cols = len(header) - 1
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(cols)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header[:cols], widths, strict=True)) + "  " + header[cols]]
     for row, result in zip(rows, results, strict=True):
-        cells = [str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)]
+        cells = [str(c).ljust(w) for c, w in zip(row[:cols], widths, strict=True)]
         if colour:
             cells[2] = click.style(cells[2], fg=_COLOURS[result.status], bold=result.status is not Status.OK)
-        lines.append("  ".join(cells) + "  " + row[4])
+        lines.append("  ".join(cells) + "  " + row[cols])
     lines.append("")
     lines.append(summary(results))
     return "\n".join(lines)

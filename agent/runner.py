@@ -46,16 +46,39 @@ class ProbeRunner:
         """One probe run, with ``spec.retries`` attempts; never raises (except cancellation)."""
         started_at = self.clock()
         t0 = time.perf_counter()
-        attempts = spec.retries.attempts
-        result = await self._attempt(spec, probe, started_at)
-        tries = 1
-        delay = spec.retries.backoff
-        while result.status in _RETRYABLE and tries < attempts:
-            await self.sleep(delay)
-            delay = min(delay * 2, spec.retries.max_backoff)
-            tries += 1
-            result = await self._attempt(spec, probe, started_at)
+        if spec.retries.attempts == 1:
+            result, tries = await self._attempt(spec, probe, started_at), 1
+        else:
+            result, tries = await self._with_retries(spec, probe, started_at)
         return self._finish(result, tries, (time.perf_counter() - t0) * 1000)
+
+    async def _with_retries(self, spec: CheckSpec, probe: Probe[Any], started_at: float) -> tuple[Result, int]:
+        """Retry failed attempts with tenacity: exponential backoff with jitter, capped.
+
+        Imported here so a config without retries never pays for tenacity's import.
+        """
+        import tenacity
+
+        policy = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(spec.retries.attempts),
+            wait=tenacity.wait_exponential_jitter(
+                initial=spec.retries.backoff, max=spec.retries.max_backoff, jitter=spec.retries.backoff / 2
+            ),
+            retry=tenacity.retry_if_result(lambda r: r.status in _RETRYABLE),
+            sleep=self.sleep,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            reraise=True,
+        )
+        tries = 0
+        result: Result | None = None
+        async for attempt in policy:
+            with attempt:
+                tries = attempt.retry_state.attempt_number
+                result = await self._attempt(spec, probe, started_at)
+            if attempt.retry_state.outcome is not None and not attempt.retry_state.outcome.failed:
+                attempt.retry_state.set_result(result)
+        assert result is not None
+        return result, tries
 
     def _finish(self, result: Result, tries: int, total_ms: float) -> Result:
         message = result.message
@@ -109,22 +132,35 @@ async def run_once(
     runner = ProbeRunner(redactor or Redactor())
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(spec: CheckSpec) -> Result:
+    # Build every probe before any runs: set-up work (TLS contexts, imports) must not be
+    # billed to the latency of probes already in flight.
+    probes = [_build_or_fail(spec, resources, runner.redactor) for spec in specs]
+
+    async def one(spec: CheckSpec, probe: Probe[Any] | Result) -> Result:
+        if isinstance(probe, Result):
+            return probe
         async with gate:
-            try:
-                probe = build_probe(spec, resources)
-            except Exception as exc:
-                return Result(spec.name, spec.type, Status.UNKNOWN, runner.redactor.text(
-                    f"cannot set up {spec.type} probe: {exc}"), 0.0, error="InternalError")
             try:
                 return await runner.run(spec, probe)
             finally:
                 await probe.close()
 
     try:
-        return list(await asyncio.gather(*(one(s) for s in specs)))
+        return list(await asyncio.gather(*(one(s, p) for s, p in zip(specs, probes, strict=True))))
     finally:
         await resources.close()
+
+
+def _build_or_fail(spec: CheckSpec, resources: Resources, redactor: Redactor) -> Probe[Any] | Result:
+    """The probe for ``spec``, or an UNKNOWN result saying why it could not be set up."""
+    try:
+        return build_probe(spec, resources)
+    except ProbeError as exc:
+        return Result(spec.name, spec.type, Status[exc.status], redactor.text(str(exc)), 0.0,
+                      error=type(exc).__name__)
+    except Exception as exc:
+        message = redactor.text(f"cannot set up {spec.type} probe: {type(exc).__name__}: {exc}")
+        return Result(spec.name, spec.type, Status.UNKNOWN, message, 0.0, error="InternalError")
 
 
 def select(specs: Iterable[CheckSpec], only: Sequence[str] = (), tags: Sequence[str] = ()) -> list[CheckSpec]:

@@ -22,12 +22,13 @@ import time
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
+import h11
 from pydantic import Field, field_validator
 
 from agent.conditions import CompiledCondition, compile_condition
 from agent.errors import ConnectionLostError, ProtocolError, TargetError
 from agent.redact import redact_url
-from checks.base import CheckSpec, Probe
+from checks.base import CheckSpec, Probe, Resources
 from checks.net import Connection, TlsSpec, connect, make_ssl_context
 
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -74,10 +75,15 @@ class HttpProbe(Probe[HttpSpec]):
     """Performs the request; one new connection per run, nothing kept between runs."""
 
     spec_model = HttpSpec
-    _ssl: ssl.SSLContext | None = None
+
+    def __init__(self, spec: HttpSpec, resources: Resources | None = None) -> None:
+        super().__init__(spec, resources)
+        # Built here, once, not inside a timed run: loading a CA bundle takes tens of
+        # milliseconds and would block (and be billed to) every probe running concurrently.
+        self._ssl: ssl.SSLContext | None = make_ssl_context(spec.tls) if spec.url.startswith("https:") else None
 
     def _context(self) -> ssl.SSLContext:
-        if self._ssl is None:
+        if self._ssl is None:  # a redirect from http to https
             self._ssl = make_ssl_context(self.spec.tls)
         return self._ssl
 
@@ -106,8 +112,6 @@ class HttpProbe(Probe[HttpSpec]):
     async def _exchange(
         self, url: str, method: str, headers: dict[str, str], body: bytes | None
     ) -> dict[str, Any]:
-        import h11
-
         parts = urlsplit(url)
         https = parts.scheme == "https"
         host = parts.hostname or ""
@@ -116,7 +120,7 @@ class HttpProbe(Probe[HttpSpec]):
         conn = await connect(host, port, ctx, self.spec.tls.server_name)
         try:
             target, host_header = _target(parts), _host_header(parts)
-            return await _talk(h11, conn, method, target, host_header, headers, body, self.spec)
+            return await _talk(conn, method, target, host_header, headers, body, self.spec)
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(f"invalid HTTP response from {host}:{port}: {exc}") from None
         except (ConnectionResetError, BrokenPipeError):
@@ -126,7 +130,7 @@ class HttpProbe(Probe[HttpSpec]):
 
 
 async def _talk(
-    h11: Any, conn: Connection, method: str, target: str, host: str,
+    conn: Connection, method: str, target: str, host: str,
     headers: dict[str, str], body: bytes | None, spec: HttpSpec,
 ) -> dict[str, Any]:
     """Send one request and read the response with h11's state machine."""
