@@ -24,8 +24,8 @@ from pydantic import Field, JsonValue, ValidationError, field_validator
 from agent.durations import Duration
 from agent.errors import ConfigError
 from agent.redact import Redactor, collect_secrets
-from agent.state import Thresholds
 from agent.registry import UnknownTypeError, spec_model
+from agent.state import Thresholds
 from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
 
 DEFAULT_CONFIG = "config.yaml"
@@ -93,7 +93,7 @@ class ServerSettings(Frozen):
     def _host_port(cls, value: str) -> str:
         if value == "":
             return value
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9321) or empty to disable")
         return value
