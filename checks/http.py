@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -174,7 +175,7 @@ async def _talk(
     return out
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     result: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()

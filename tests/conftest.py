@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.support.fixtures",
+    "tests.support.docker",
+    "tests.support.services",
 ]

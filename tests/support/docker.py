@@ -23,13 +23,25 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 import docker
+import pytest
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+
 from tests.support import images
 from tests.support.servers import server_missing
+from tests.support.waiting import wait_for_http, wait_for_tcp
+
+__all__ = [
+    "TEST_IMAGE",
+    "ContainerFactory",
+    "busybox_image",
+    "containers",
+    "docker_client",
+    "published_port",
+    "wait_for_http",
+    "wait_for_tcp",
+]
 
 TEST_LABEL = "paramedic-test"
 TEST_IMAGE = images.TEST_IMAGE
@@ -97,9 +109,7 @@ class ContainerFactory:
         image = kwargs.pop("image", self.image)
         labels = {TEST_LABEL: "1", **dict(kwargs.pop("labels", None) or {})}
         kwargs.setdefault("detach", True)
-        container: Container = self.client.containers.run(
-            image, command, labels=labels, **kwargs
-        )
+        container: Container = self.client.containers.run(image, command, labels=labels, **kwargs)
         self.created.append(container)
         return container
 
@@ -118,9 +128,7 @@ class ContainerFactory:
 
 
 @pytest.fixture
-def containers(
-    docker_client: docker.DockerClient, busybox_image: str
-) -> Iterator[ContainerFactory]:
+def containers(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[ContainerFactory]:
     """A ``ContainerFactory``: ``containers.run(...)``; all removed at teardown."""
     factory = ContainerFactory(docker_client, busybox_image)
     try:

@@ -39,14 +39,13 @@ def find_busybox() -> Path:
 
 
 def _applets(busybox: Path) -> list[str]:
-    listing = subprocess.run(
-        [str(busybox), "--list"], capture_output=True, text=True, check=True
-    ).stdout
+    listing = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout
     return sorted({name for name in listing.split() if name and name != "busybox"})
 
 
-def _add(tar: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"",
-         target: str = "") -> None:
+def _add(
+    tar: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"", target: str = ""
+) -> None:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
@@ -82,9 +81,7 @@ def rootfs_tar(busybox: Path | None = None) -> bytes:
 
 def image_exists(name: str = TEST_IMAGE) -> bool:
     """Whether the local engine has ``name`` (asks the ``docker`` CLI)."""
-    result = subprocess.run(
-        ["docker", "image", "inspect", name], capture_output=True, check=False
-    )
+    result = subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False)
     return result.returncode == 0
 
 

@@ -18,9 +18,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(
-    attempt: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str
-) -> T:
+def wait_until(attempt: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str) -> T:
     """Call ``attempt`` until it returns something other than ``None`` (or ``timeout``).
 
     ``attempt`` may raise ``OSError`` (connection refused, reset...) to mean "not yet".
@@ -66,17 +64,17 @@ class HttpReply:
 
 def http_get(url: str, timeout: float = 5.0) -> HttpReply:
     """One GET; an HTTP error status is returned as a reply, not raised."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an HTTP URL: {url!r}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             return HttpReply(response.status, response.read(), dict(response.headers.items()))
     except urllib.error.HTTPError as error:
         with error:
             return HttpReply(error.code, error.read(), dict(error.headers.items()))
 
 
-def wait_for_http(
-    url: str, timeout: float = 10.0, *, status: int | None = None
-) -> HttpReply:
+def wait_for_http(url: str, timeout: float = 10.0, *, status: int | None = None) -> HttpReply:
     """Wait until ``url`` answers HTTP at all (or with ``status``, when given)."""
 
     def attempt() -> HttpReply | None:
