@@ -107,6 +107,29 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
     sys.exit(int(worst(r.status for r in results)))
 
 
+@cli.command()
+@config_option
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Human-readable lines, or one JSON object per line for log shippers.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def run(config_path: str | None, log_format: str, log_level: str) -> None:
+    """Run as a daemon: probe every check at its interval, track state, serve /metrics.
+
+    Logs one line per state change. SIGTERM/SIGINT stop gracefully (in-flight probes
+    finish, results are flushed, exit 0); SIGHUP reloads the config (an invalid one is
+    logged and the running one kept). The HTTP endpoint listens on `server.listen`
+    (default 127.0.0.1:9321): /healthz, /metrics, /api/v1/checks.
+    """
+    from agent.daemon import Daemon
+    from agent.logs import setup_logging
+
+    redacting = setup_logging(log_format, log_level)
+    config = _load(config_path)
+    daemon = Daemon(config, config_path=resolve_path(config_path), redacting=redacting)
+    sys.exit(asyncio.run(daemon.run()))
+
+
 def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
     """Store results and advance states; a store problem is reported, never fatal here."""
     from agent.store import Store

@@ -408,9 +408,10 @@ class _Parser:
         self.take()
         values: list[Any] = []
         while self.tok.kind != "]":
+            start = self.tok
             item = self.operand()
             if not isinstance(item, Literal_):
-                raise ConditionSyntaxError(f"list items must be literals, not {item!r}")
+                raise ConditionSyntaxError(f"expected a literal value in the list at column {start.pos + 1}")
             values.append(item.value)
             if self.tok.kind == ",":
                 self.take()

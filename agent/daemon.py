@@ -1,0 +1,314 @@
+"""``paramedic run``: the long-running agent.
+
+Wiring only; each part has its own module: the scheduler paces probes, the runner turns
+a probe run into a Result, the store advances state atomically, metrics and the HTTP
+server expose it, the Docker event listener turns container events into immediate runs.
+
+Results are written in batches (every ``scheduler.flush_interval``, default 100 ms): one
+SQLite transaction per batch is what lets a thousand probes a second cost little. A
+state transition is therefore known at most one flush after the result.
+
+Signals: SIGTERM/SIGINT stop scheduling, let in-flight probes finish or time out, flush,
+and exit 0. SIGHUP reloads the config: unchanged checks keep their state, probe and phase;
+an invalid new config is logged with every problem and the old one keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config, load_config
+from agent.errors import ConfigError, StoreError
+from agent.logs import LOGGER, RedactingFilter
+from agent.metrics import Metrics
+from agent.results import Result
+from agent.runner import ProbeRunner, build_probe
+from agent.scheduler import Scheduler
+from agent.state import CheckState, Transition
+from agent.store import Retention, Store
+from checks.base import CheckSpec, Probe, Resources
+
+TransitionHook = Callable[[Transition, Result | None], Any]
+
+
+@dataclass
+class CheckSlot:
+    """One configured check inside the daemon: its spec, its probe, its latest result."""
+
+    spec: CheckSpec
+    probe: Probe[Any]
+    last: Result | None = None
+
+
+@dataclass
+class Daemon:
+    """The agent. Build with a loaded config; ``await run()`` until stopped."""
+
+    config: Config
+    config_path: Path | None = None
+    store: Store | None = None
+    redacting: RedactingFilter | None = None
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
+    on_transition: list[TransitionHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.resources = Resources()
+        self.runner = ProbeRunner(self.config.redactor, clock=self.clock)
+        self.checks: dict[str, CheckSlot] = {}
+        self.states: dict[str, CheckState] = {}
+        self._pending: list[Result] = []
+        self._stop = asyncio.Event()
+        self._reload_requested = False
+        self.started_at = self.clock()
+        self.last_flush = self.clock()
+        self.scheduler: Scheduler | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self.events: Any = None  # the Docker event listener, when there are container checks
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`); returns the process exit code."""
+        if self.store is None:
+            self.store = Store(self.config.store_path())
+        self._apply_redactor()
+        self.states = self.store.states()
+        for name, state in self.states.items():
+            self.metrics.up.labels(name).set(0 if state.health.value == "DOWN" else 1)
+        self.scheduler = Scheduler(
+            self._run_check, self.config.scheduler.max_in_flight, self.config.scheduler.jitter,
+            on_lag=self.metrics.lag.observe,
+        )
+        self._install_checks(self.config.checks)
+        self._install_signals()
+        server = await self._start_server()
+        self._background.append(asyncio.create_task(self._flush_loop(), name="flush"))
+        self._background.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        await self._start_events()
+        LOGGER.info("paramedic running: %d checks, store %s", len(self.checks), self.store.path)
+        sched_task = asyncio.create_task(self.scheduler.run_forever(), name="scheduler")
+        await self._stop.wait()
+        LOGGER.info("stopping: waiting for %d probe(s) in flight", self.scheduler.in_flight())
+        self.scheduler.stop()
+        await sched_task
+        await self._shutdown(server)
+        LOGGER.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask the daemon to stop gracefully (what SIGTERM does)."""
+        self._stop.set()
+
+    async def _shutdown(self, server: Any) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.events is not None:
+            await self.events.stop()
+        await self._flush()
+        for slot in self.checks.values():
+            await slot.probe.close()
+        await self.resources.close()
+        if server is not None:
+            await server.stop()
+        if self.store is not None:
+            self.store.close()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def _apply_redactor(self) -> None:
+        if self.redacting is not None:
+            self.redacting.redactor = self.config.redactor
+        self.runner.redactor = self.config.redactor
+
+    # ------------------------------------------------------------------ checks
+
+    def _install_checks(self, specs: tuple[CheckSpec, ...]) -> None:
+        for spec in specs:
+            self.checks[spec.name] = CheckSlot(spec, build_probe(spec, self.resources))
+        assert self.scheduler is not None
+        self.scheduler.set_checks({s.name: s.interval for s in specs})
+
+    async def _run_check(self, name: str) -> None:
+        slot = self.checks.get(name)
+        if slot is None:
+            return
+        self.metrics.in_flight.inc()
+        try:
+            result = await self.runner.run(slot.spec, slot.probe)
+        finally:
+            self.metrics.in_flight.dec()
+        if self.checks.get(name) is not slot:
+            return  # reloaded away while running
+        slot.last = result
+        self.metrics.observe_result(result)
+        self._pending.append(result)
+
+    def trigger(self, name: str, reason: str) -> None:
+        """Run check ``name`` now (e.g. its container just died)."""
+        if self.scheduler is not None and name in self.checks:
+            LOGGER.debug("check %s: run now (%s)", name, reason)
+            self.scheduler.trigger(name)
+
+    # ------------------------------------------------------------------ results -> state
+
+    async def _flush_loop(self) -> None:
+        interval = self.config.scheduler.flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._flush()
+            except StoreError as exc:
+                LOGGER.error("store write failed, will retry: %s", exc)
+            if self._reload_requested:
+                self._reload_requested = False
+                await self.reload()
+
+    async def _flush(self) -> None:
+        if not self._pending or self.store is None:
+            self.last_flush = self.clock()
+            return
+        batch, self._pending = self._pending, []
+        try:
+            states, transitions = await asyncio.to_thread(self.store.apply_results, batch, self.config.thresholds())
+        except StoreError:
+            self._pending[:0] = batch  # keep them for the next flush: nothing is lost
+            raise
+        self.states.update(states)
+        self.last_flush = self.clock()
+        latest = {r.name: r for r in batch}
+        for t in transitions:
+            self._announce(t, latest.get(t.check))
+
+    def _announce(self, t: Transition, result: Result | None) -> None:
+        self.metrics.observe_transition(t)
+        state = self.states.get(t.check)
+        label = state.label if state is not None else t.after.value
+        detail = result.message if result is not None else ""
+        level = 30 if t.after.value in ("FAILING", "DOWN", "FLAPPING") else 20
+        LOGGER.log(level, "check %s: %s -> %s (%s: %s)", t.check, t.before.value, label, t.status.name, detail,
+                   extra={"check": t.check, "from": t.before.value, "to": t.after.value, "status": t.status.name})
+        for hook in self.on_transition:
+            try:
+                hook(t, result)
+            except Exception:
+                LOGGER.exception("transition hook failed for %s", t.check)
+
+    async def _maintenance_loop(self) -> None:
+        """Prune old results every few minutes."""
+        while True:
+            await asyncio.sleep(300)
+            if self.store is not None:
+                retention = Retention(self.config.store.retention, self.config.store.max_results_per_check)
+                try:
+                    await asyncio.to_thread(self.store.prune, retention)
+                except StoreError as exc:
+                    LOGGER.error("pruning results failed: %s", exc)
+            if self.scheduler is not None:
+                skipped = self.scheduler.stats.skipped
+                self.metrics.skipped.inc(max(0, skipped - getattr(self, "_skipped_seen", 0)))
+                self._skipped_seen = skipped
+
+    # ------------------------------------------------------------------ reload
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload at the next flush tick (not inside the signal handler)."""
+        self._reload_requested = True
+
+    async def reload(self) -> bool:
+        """Load the config file again; apply it if valid, keep the old one otherwise."""
+        if self.config_path is None:
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            LOGGER.error("reload rejected, keeping the running config: %s", "; ".join(exc.problems),
+                         extra={"problems": exc.problems})
+            return False
+        await self._swap(new)
+        LOGGER.info("config reloaded: %d checks", len(self.checks))
+        return True
+
+    async def _swap(self, new: Config) -> None:
+        old_specs = {name: slot.spec for name, slot in self.checks.items()}
+        new_specs = {s.name: s for s in new.checks}
+        for name in set(old_specs) - set(new_specs):
+            await self.checks.pop(name).probe.close()
+            self.metrics.forget(name)
+        for name, spec in new_specs.items():
+            if old_specs.get(name) != spec:
+                if name in self.checks:
+                    await self.checks[name].probe.close()
+                self.checks[name] = CheckSlot(spec, build_probe(spec, self.resources))
+        if new.server != self.config.server:
+            LOGGER.warning("server.listen changed: takes effect after a restart")
+        self.config = new
+        self._apply_redactor()
+        assert self.scheduler is not None
+        self.scheduler.set_checks({s.name: s.interval for s in new.checks})
+        if self.events is not None:
+            self.events.update(self)
+
+    # ------------------------------------------------------------------ optional parts
+
+    async def _start_server(self) -> Any:
+        if not self.config.server.listen:
+            return None
+        from agent.server import StatusServer
+
+        server = StatusServer(self)
+        await server.start(self.config.server.listen)
+        return server
+
+    async def _start_events(self) -> None:
+        if not any(s.type == "container" for s in self.config.checks):
+            return
+        from agent.events import DockerEventListener
+
+        self.events = DockerEventListener(self)
+        await self.events.start()
+
+    # ------------------------------------------------------------------ views
+
+    def healthy(self, now: float | None = None) -> tuple[bool, str]:
+        """Is the agent alive: the scheduler loop ticked and results were flushed recently."""
+        now = self.clock() if now is None else now
+        if self.scheduler is None:
+            return False, "starting"
+        loop_age = asyncio.get_running_loop().time() - self.scheduler.last_tick
+        flush_age = now - self.last_flush
+        limit = max(5.0, 3 * self.config.scheduler.flush_interval)
+        if loop_age > 5.0:
+            return False, f"scheduler has not ticked for {loop_age:.1f}s"
+        if flush_age > limit + 10:
+            return False, f"results have not been written for {flush_age:.1f}s"
+        return True, "ok"
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each check's state, since when, and last result (JSON-ready) for the API."""
+        out = []
+        for name, slot in self.checks.items():
+            state = self.states.get(name)
+            out.append({
+                "name": name, "type": slot.spec.type, "target": self.config.redactor.text(slot.spec.target()),
+                "tags": list(slot.spec.tags), "interval_s": slot.spec.interval,
+                "state": state.label if state else "PENDING", "health": state.visible.value if state else "PENDING",
+                "since": state.since if state else None,
+                "consecutive_failures": state.failures if state else 0,
+                "last_result": slot.last.as_dict() | {"started_at": slot.last.started_at} if slot.last else None,
+            })
+        return out
