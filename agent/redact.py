@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr
 
@@ -68,16 +68,23 @@ def _url_secrets(text: str) -> Iterator[str]:
         parts = urlsplit(text)
         if parts.password:
             yield parts.password
+            yield unquote(parts.password)  # what a driver sees (and may echo in an error)
         for key, value in parse_qsl(parts.query):
             if value and _SENSITIVE_PARAM.search(key):
                 yield value
+        for pair in parts.query.split("&"):  # as sent on the wire, still percent-encoded
+            key, _, raw = pair.partition("=")
+            if raw and _SENSITIVE_PARAM.search(unquote_plus(key)):
+                yield raw
     except ValueError:
         return
 
 
 def _walk(value: Any, key: str = "") -> Iterator[str]:
     if isinstance(value, SecretStr):
-        yield value.get_secret_value()
+        secret = value.get_secret_value()
+        yield secret
+        yield from _url_secrets(secret)  # a DSN or URL kept as a secret: its password alone too
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from _walk(getattr(value, name), name)
