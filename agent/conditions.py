@@ -64,7 +64,7 @@ _SIZES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 _DURATION_UNITS = {"ms", "s", "m", "h", "d", "w"}
 _TOKEN = re.compile(
     r"""\s*(?:
-      (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?P<unit>[A-Za-z]+)?
+      (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?P<unit>[A-Za-z]+(?:\d+(?:\.\d+)?[A-Za-z]+)*)?
     | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
     | (?P<op>==|!=|<=|>=|<|>)
     | (?P<punct>[\[\](),.])
@@ -313,8 +313,11 @@ def _number_token(number: str, unit: str | None, pos: int) -> _Tok:
     value = float(number) if any(c in number for c in ".eE") else int(number)
     if unit is None:
         return _Tok("literal", value, pos)
-    if unit in _DURATION_UNITS:
-        seconds = parse_duration(f"{number.lstrip('-')}{unit}")
+    if unit in _DURATION_UNITS or any(c.isdigit() for c in unit):  # 500ms, 1h30m
+        try:
+            seconds = parse_duration(f"{number.lstrip('-')}{unit}")
+        except ValueError:
+            raise ConditionSyntaxError(f"invalid duration {number}{unit} at column {pos + 1}") from None
         return _Tok("duration", Duration(-seconds if number.startswith("-") else seconds), pos)
     if unit in _SIZES:
         return _Tok("literal", value * _SIZES[unit], pos)

@@ -8,13 +8,14 @@ an error), ``connect_ms``, ``latency_ms``, and with ``send``/``expect``: ``respo
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from agent.conditions import CompiledCondition, compile_condition
-from agent.errors import ConnectionLostError
+from agent.errors import ConnectionLostError, TLSError
 from checks.base import CheckSpec, Probe
 from checks.net import TlsSpec, connect, make_ssl_context
 
@@ -68,6 +69,8 @@ class TcpProbe(Probe[TcpSpec]):
                     out["matched"] = self.spec.expect in response
         except (ConnectionResetError, BrokenPipeError):
             raise ConnectionLostError(f"connection reset by {self.spec.host}:{self.spec.port}") from None
+        except ssl.SSLError as exc:  # after the handshake, e.g. a client certificate the server requires
+            raise TLSError(f"TLS error from {self.spec.host}:{self.spec.port}: {exc.reason or exc}") from None
         finally:
             conn.close()
         out["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
