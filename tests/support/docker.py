@@ -19,6 +19,7 @@ developer's machine and fail under ``CI=true`` (``server_missing``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,24 +33,33 @@ from tests.support import images
 from tests.support.servers import server_missing
 from tests.support.waiting import wait_for_http, wait_for_tcp
 
-__all__ = [
-    "TEST_IMAGE",
-    "ContainerFactory",
-    "busybox_image",
-    "containers",
-    "docker_client",
-    "published_port",
-    "wait_for_http",
-    "wait_for_tcp",
-]
+__all__ = ["TEST_IMAGE", "ContainerFactory", "published_port", "wait_for_http", "wait_for_tcp"]
 
 TEST_LABEL = "paramedic-test"
+OWNER_LABEL = "paramedic-test.pid"  # the pytest process that made the container
 TEST_IMAGE = images.TEST_IMAGE
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_leftovers(client: docker.DockerClient) -> None:
-    """Remove containers labelled ``paramedic-test=1`` left behind by an earlier run."""
+    """Remove containers labelled ``paramedic-test=1`` left behind by an earlier run.
+
+    A container whose ``paramedic-test.pid`` names a live process belongs to a test session
+    running right now (another developer's pytest on this machine) and is left alone.
+    """
     for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
+        owner = container.labels.get(OWNER_LABEL, "")
+        if owner.isdigit() and int(owner) != os.getpid() and _pid_alive(int(owner)):
+            continue
         _force_remove(container)
 
 
@@ -94,8 +104,8 @@ class ContainerFactory:
     """Starts containers for one test and removes every one of them afterwards.
 
     ``run(**kwargs)`` passes its arguments to ``docker_client.containers.run`` with
-    ``image=<busybox test image>`` and ``detach=True`` by default and the label
-    ``paramedic-test=1`` always added. Publish ports on 127.0.0.1 only:
+    ``image=<busybox test image>`` and ``detach=True`` by default and the labels
+    ``paramedic-test=1`` and ``paramedic-test.pid=<this pytest's pid>`` always added. Publish ports on 127.0.0.1 only:
     ``ports={"80/tcp": ("127.0.0.1", None)}`` (a free host port is chosen by Docker).
     """
 
@@ -107,7 +117,8 @@ class ContainerFactory:
     def run(self, command: str | list[str] | None = None, **kwargs: Any) -> Container:
         """Start a container (detached) and return it; see the class docstring."""
         image = kwargs.pop("image", self.image)
-        labels = {TEST_LABEL: "1", **dict(kwargs.pop("labels", None) or {})}
+        labels = {TEST_LABEL: "1", OWNER_LABEL: str(os.getpid())}
+        labels.update(kwargs.pop("labels", None) or {})
         kwargs.setdefault("detach", True)
         container: Container = self.client.containers.run(image, command, labels=labels, **kwargs)
         self.created.append(container)

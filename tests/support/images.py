@@ -6,6 +6,9 @@ symlink per applet (``sh``, ``httpd``, ``sleep``, ``kill``, ``wget``, ``nc``, ..
 ``/tmp``, ``/www`` (with an ``index.html``) and a minimal ``/etc/passwd``, handed to
 ``docker import`` with ``CMD ["/bin/sh"]``.
 
+Beware: Debian's busybox 1.35 is built without wget's timeout option, and ``wget -T N``
+*segfaults* (exit 139). Bound a wget with ``timeout N wget ...`` instead.
+
 This module is the only recipe: ``scripts/setup-test-env`` runs it as a script (system
 ``python3``, standard library only, so it must never import a third-party package) and the
 ``busybox_image`` fixture imports it.
@@ -43,9 +46,7 @@ def _applets(busybox: Path) -> list[str]:
     return sorted({name for name in listing.split() if name and name != "busybox"})
 
 
-def _add(
-    tar: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"", target: str = ""
-) -> None:
+def _add(tar: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"", target: str = "") -> None:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
