@@ -466,7 +466,7 @@ def _plain(operand: Operand | Duration) -> Operand:
     return operand
 
 
-_DURATION_SCALE = (("_ms", 1000.0), ("_s", 1.0), ("_days", 1 / 86400))
+_DURATION_SCALE = (("_ms", 1000.0), ("_s", 1.0), ("_days", 1 / 86400), ("days_left", 1 / 86400))
 
 
 def _build_compare(left: Operand | Duration, op: str, right: Operand | Duration) -> Compare:
@@ -485,9 +485,9 @@ def _duration_literal(duration: Duration, other: Operand | Duration) -> Literal_
         name = str(other.parts[-1])
         for suffix, scale in _DURATION_SCALE:
             if name.endswith(suffix):
-                return Literal_(duration.seconds * scale)
+                return Literal_(round(duration.seconds * scale, 9))  # 51ms is 51, not 51.00000000000001
     raise ConditionSyntaxError(
-        "a duration literal needs a field whose name ends in _ms, _s or _days "
+        "a duration literal needs a field whose name ends in _ms, _s, _days or days_left "
         f"(to know the unit), not {getattr(other, 'text', other)!r}"
     )
 

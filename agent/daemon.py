@@ -31,11 +31,29 @@ from agent.metrics import Metrics
 from agent.results import Result
 from agent.runner import ProbeRunner, build_probe
 from agent.scheduler import Scheduler
-from agent.state import CheckState, Transition
+from agent.state import CheckState, Thresholds, Transition
 from agent.store import Retention, Store
 from checks.base import CheckSpec, Probe, Resources
 
+#: Results kept in memory while the store cannot be written (100 s at 1,000 probes/s); older ones go.
+MAX_PENDING = 100_000
 TransitionHook = Callable[[Transition, Result | None], Any]
+
+
+class _Unbuildable(Probe[CheckSpec]):
+    """Stands in for a probe whose constructor failed (e.g. a missing CA file).
+
+    Every run raises that error again, so the check reports it as its result (UNKNOWN for
+    an agent-side error), as ``paramedic check`` does, instead of the daemon refusing to
+    start or a SIGHUP reload dying half-way through (habit 6).
+    """
+
+    def __init__(self, spec: CheckSpec, error: Exception) -> None:
+        super().__init__(spec)
+        self.error = error
+
+    async def observe(self) -> dict[str, Any]:
+        raise self.error.with_traceback(None)
 
 
 @dataclass
@@ -65,8 +83,10 @@ class Daemon:
         self.checks: dict[str, CheckSlot] = {}
         self.states: dict[str, CheckState] = {}
         self._pending: list[Result] = []
+        self._thresholds_cache: tuple[Config, dict[str, Thresholds]] | None = None
         self._stop = asyncio.Event()
-        self._reload_requested = False
+        self._reload_event = asyncio.Event()
+        self._flush_stop = asyncio.Event()
         self.started_at = self.clock()
         self.last_flush = self.clock()
         self.scheduler: Scheduler | None = None
@@ -77,6 +97,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or :meth:`stop`); returns the process exit code."""
+        self._install_signals()  # first: a SIGHUP or SIGTERM during start-up must not kill us
         if self.store is None:
             self.store = Store(self.config.store_path())
         self._apply_redactor()
@@ -85,13 +106,13 @@ class Daemon:
             self.metrics.up.labels(name).set(0 if state.health.value == "DOWN" else 1)
         self.scheduler = Scheduler(
             self._run_check, self.config.scheduler.max_in_flight, self.config.scheduler.jitter,
-            on_lag=self.metrics.lag.observe,
+            on_lag=self.metrics.lag.observe, on_skip=self.metrics.skipped.inc,
         )
         self._install_checks(self.config.checks)
-        self._install_signals()
         server = await self._start_server()
-        self._background.append(asyncio.create_task(self._flush_loop(), name="flush"))
+        flusher = asyncio.create_task(self._flush_loop(), name="flush")
         self._background.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        self._background.append(asyncio.create_task(self._reload_loop(), name="reload"))
         await self._start_events()
         LOGGER.info("paramedic running: %d checks, store %s", len(self.checks), self.store.path)
         sched_task = asyncio.create_task(self.scheduler.run_forever(), name="scheduler")
@@ -99,6 +120,8 @@ class Daemon:
         LOGGER.info("stopping: waiting for %d probe(s) in flight", self.scheduler.in_flight())
         self.scheduler.stop()
         await sched_task
+        self._flush_stop.set()
+        await flusher  # not cancelled: a batch being written is announced (transitions, hooks)
         await self._shutdown(server)
         LOGGER.info("stopped")
         return 0
@@ -139,9 +162,16 @@ class Daemon:
 
     def _install_checks(self, specs: tuple[CheckSpec, ...]) -> None:
         for spec in specs:
-            self.checks[spec.name] = CheckSlot(spec, build_probe(spec, self.resources))
+            self.checks[spec.name] = CheckSlot(spec, self._build(spec))
         assert self.scheduler is not None
         self.scheduler.set_checks({s.name: s.interval for s in specs})
+
+    def _build(self, spec: CheckSpec) -> Probe[Any]:
+        try:
+            return build_probe(spec, self.resources)
+        except Exception as exc:
+            LOGGER.error("check %s: cannot set up its probe: %s", spec.name, exc, extra={"check": spec.name})
+            return _Unbuildable(spec, exc)
 
     async def _run_check(self, name: str) -> None:
         slot = self.checks.get(name)
@@ -158,6 +188,15 @@ class Daemon:
         self.metrics.observe_result(result)
         self._pending.append(result)
 
+    def submit(self, result: Result) -> None:
+        """Take a result that did not come from a probe run (a Docker event) into the pipeline."""
+        slot = self.checks.get(result.name)
+        if slot is None:
+            return
+        slot.last = result
+        self.metrics.observe_result(result)
+        self._pending.append(result)
+
     def trigger(self, name: str, reason: str) -> None:
         """Run check ``name`` now (e.g. its container just died)."""
         if self.scheduler is not None and name in self.checks:
@@ -167,16 +206,26 @@ class Daemon:
     # ------------------------------------------------------------------ results -> state
 
     async def _flush_loop(self) -> None:
-        interval = self.config.scheduler.flush_interval
-        while True:
-            await asyncio.sleep(interval)
+        """Write pending results every ``flush_interval`` until shutdown asks it to end."""
+        while not self._flush_stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_stop.wait(), self.config.scheduler.flush_interval)
             try:
                 await self._flush()
             except StoreError as exc:
                 LOGGER.error("store write failed, will retry: %s", exc)
-            if self._reload_requested:
-                self._reload_requested = False
+            except Exception:
+                LOGGER.exception("unexpected error while writing results; will retry")
+
+    async def _reload_loop(self) -> None:
+        """Apply SIGHUP reloads one at a time, outside the signal handler; never dies."""
+        while True:
+            await self._reload_event.wait()
+            self._reload_event.clear()
+            try:
                 await self.reload()
+            except Exception:
+                LOGGER.exception("reload failed; the running config stays")
 
     async def _flush(self) -> None:
         if not self._pending or self.store is None:
@@ -184,9 +233,13 @@ class Daemon:
             return
         batch, self._pending = self._pending, []
         try:
-            states, transitions = await asyncio.to_thread(self.store.apply_results, batch, self.config.thresholds())
+            states, transitions = await asyncio.to_thread(self.store.apply_results, batch, self._thresholds())
         except StoreError:
-            self._pending[:0] = batch  # keep them for the next flush: nothing is lost
+            self._pending[:0] = batch  # keep them for the next flush: nothing is lost...
+            if len(self._pending) > MAX_PENDING:  # ...unless the store stays broken for long
+                dropped = len(self._pending) - MAX_PENDING
+                del self._pending[:dropped]
+                LOGGER.error("store unwritable: dropped the %d oldest unwritten results", dropped)
             raise
         self.states.update(states)
         self.last_flush = self.clock()
@@ -194,10 +247,19 @@ class Daemon:
         for t in transitions:
             self._announce(t, latest.get(t.check))
 
+    def _thresholds(self) -> dict[str, Thresholds]:
+        """``config.thresholds()``, built once per config rather than ten times a second."""
+        cached = self._thresholds_cache
+        if cached is None or cached[0] is not self.config:
+            cached = self._thresholds_cache = (self.config, self.config.thresholds())
+        return cached[1]
+
     def _announce(self, t: Transition, result: Result | None) -> None:
         self.metrics.observe_transition(t)
         state = self.states.get(t.check)
-        label = state.label if state is not None else t.after.value
+        # a batch can hold several transitions of one check: only the last one ends in the
+        # state now stored, so only that one may use its label (FAILING(2), RECOVERING(1))
+        label = state.label if state is not None and state.visible is t.after else t.after.value
         detail = result.message if result is not None else ""
         level = 30 if t.after.value in ("FAILING", "DOWN", "FLAPPING") else 20
         LOGGER.log(level, "check %s: %s -> %s (%s: %s)", t.check, t.before.value, label, t.status.name, detail,
@@ -218,16 +280,12 @@ class Daemon:
                     await asyncio.to_thread(self.store.prune, retention)
                 except StoreError as exc:
                     LOGGER.error("pruning results failed: %s", exc)
-            if self.scheduler is not None:
-                skipped = self.scheduler.stats.skipped
-                self.metrics.skipped.inc(max(0, skipped - getattr(self, "_skipped_seen", 0)))
-                self._skipped_seen = skipped
 
     # ------------------------------------------------------------------ reload
 
     def request_reload(self) -> None:
-        """SIGHUP: reload at the next flush tick (not inside the signal handler)."""
-        self._reload_requested = True
+        """SIGHUP: reload soon, in the reload task (not inside the signal handler)."""
+        self._reload_event.set()
 
     async def reload(self) -> bool:
         """Load the config file again; apply it if valid, keep the old one otherwise."""
@@ -246,14 +304,18 @@ class Daemon:
     async def _swap(self, new: Config) -> None:
         old_specs = {name: slot.spec for name, slot in self.checks.items()}
         new_specs = {s.name: s for s in new.checks}
-        for name in set(old_specs) - set(new_specs):
+        removed = set(old_specs) - set(new_specs)
+        for name in removed:
             await self.checks.pop(name).probe.close()
             self.metrics.forget(name)
+            self.states.pop(name, None)
+        if removed and self.store is not None:
+            await asyncio.to_thread(self.store.forget_checks, new_specs)
         for name, spec in new_specs.items():
             if old_specs.get(name) != spec:
                 if name in self.checks:
                     await self.checks[name].probe.close()
-                self.checks[name] = CheckSlot(spec, build_probe(spec, self.resources))
+                self.checks[name] = CheckSlot(spec, self._build(spec))
         if new.server != self.config.server:
             LOGGER.warning("server.listen changed: takes effect after a restart")
         self.config = new

@@ -126,20 +126,29 @@ class Retention:
     max_per_check: int = 1000
 
 
+# The daemon reads and writes a state row per result (a thousand a second): look enum
+# members up in a dict (an Enum call costs microseconds) and skip JSON for the usual
+# empty flip list. Unknown values still go through the Enum, which raises as before.
+_HEALTH = {h.value: h for h in Health}
+_STATUS = {int(s): s for s in Status}
+
+
 def _state_from_row(row: sqlite3.Row) -> CheckState:
+    last, flips = row["last_status"], row["flips"]
     return CheckState(
-        check=row["check_name"], health=Health(row["health"]), failures=row["failures"],
-        successes=row["successes"], since=row["since"],
-        last_status=None if row["last_status"] is None else Status(row["last_status"]),
-        last_result_at=row["last_result_at"], flips=tuple(json.loads(row["flips"])),
+        check=row["check_name"], health=_HEALTH.get(row["health"]) or Health(row["health"]),
+        failures=row["failures"], successes=row["successes"], since=row["since"],
+        last_status=None if last is None else _STATUS.get(last) or Status(last),
+        last_result_at=row["last_result_at"], flips=() if flips == "[]" else tuple(json.loads(flips)),
         flapping=bool(row["flapping"]), version=row["version"],
     )
 
 
 def _state_params(s: CheckState) -> tuple[Any, ...]:
     last = None if s.last_status is None else int(s.last_status)
+    flips = json.dumps(list(s.flips)) if s.flips else "[]"
     return (s.check, s.health.value, s.failures, s.successes, s.since, last,
-            s.last_result_at, json.dumps(list(s.flips)), int(s.flapping), s.version)
+            s.last_result_at, flips, int(s.flapping), s.version)
 
 
 class Store:
@@ -176,6 +185,11 @@ class Store:
         for version in range(current + 1, len(MIGRATIONS) + 1):
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # Re-read under the write lock: another process opening the same new file
+                # may have run this migration while we waited for the lock.
+                if self._db.execute("PRAGMA user_version").fetchone()[0] >= version:
+                    self._db.execute("COMMIT")
+                    continue
                 for statement in filter(str.strip, MIGRATIONS[version - 1].split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version}")
@@ -334,6 +348,39 @@ class Store:
         rows = self._query("SELECT * FROM operator_stops")
         return {r["container"]: {"id": r["container_id"], "event": r["event"], "at": r["at"]} for r in rows}
 
+    # ------------------------------------------------------------------ image history (deploys)
+
+    def record_image(self, target: str, image: str, image_id: str) -> bool:
+        """Remember that ``target`` runs ``image_id`` (tag ``image``); True if that is a change (a deploy).
+
+        The history is ordered by when each image was last *adopted*: going back to an image
+        seen before moves it to the top again, so "the previous image" is always the one
+        the target ran just before the current one.
+        """
+
+        def work(db: sqlite3.Connection) -> bool:
+            newest = db.execute(
+                "SELECT image_id FROM images WHERE target = ? ORDER BY first_seen DESC, rowid DESC LIMIT 1", (target,)
+            ).fetchone()
+            if newest is not None and newest["image_id"] == image_id:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO images (target, image, image_id, first_seen) VALUES (?, ?, ?, ?)",
+                (target, image, image_id, self.clock()),
+            )
+            return True
+
+        value: bool = self._tx(work)
+        return value
+
+    def image_history(self, target: str) -> list[dict[str, Any]]:
+        """Images ``target`` has run, newest first: ``{"image", "image_id", "first_seen"}``."""
+        rows = self._query(
+            "SELECT image, image_id, first_seen FROM images WHERE target = ? ORDER BY first_seen DESC, rowid DESC",
+            (target,),
+        )
+        return [{"image": r["image"], "image_id": r["image_id"], "first_seen": r["first_seen"]} for r in rows]
+
     # ------------------------------------------------------------------ flags
 
     def set_flag(self, key: str, value: Any) -> None:
@@ -349,9 +396,14 @@ class Store:
         return json.loads(rows[0]["value"]) if rows else default
 
 
+# One encoder for every result: json.dumps(..., default=str) builds a new one per call, and
+# the daemon encodes two documents per result, a thousand results a second.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 def _result_params(r: Result) -> tuple[Any, ...]:
     return (
         r.name, r.started_at, int(r.status), r.message, r.duration_ms, r.error,
-        json.dumps(dict(r.observations), default=str),
-        json.dumps([c.as_dict() for c in r.conditions], default=str),
+        _ENCODER.encode(dict(r.observations)),
+        _ENCODER.encode([c.as_dict() for c in r.conditions]),
     )

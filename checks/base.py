@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -31,7 +32,7 @@ class ConditionSpec(Frozen):
     """One condition: ``"latency_ms < 500"`` or ``{expr: "...", severity: warning}``."""
 
     expr: str
-    severity: Severity = "critical"
+    severity: Severity | None = None  # None: the check's own ``severity``
     _compiled: CompiledCondition = PrivateAttr()
 
     @model_validator(mode="before")
@@ -46,7 +47,7 @@ class ConditionSpec(Frozen):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
-        self._compiled = compile_condition(self.expr, self.severity)
+        self._compiled = compile_condition(self.expr, self.severity or "critical")
 
     @property
     def compiled(self) -> CompiledCondition:
@@ -97,8 +98,14 @@ class CheckSpec(Frozen):
     def effective_conditions(self) -> tuple[CompiledCondition, ...]:
         """The configured conditions, or the probe type's defaults when none are set."""
         if self.conditions:
-            return tuple(c.compiled for c in self.conditions)
-        return tuple(compile_condition(text, "critical") for text in self.default_conditions)
+            return tuple(self._with_severity(c) for c in self.conditions)
+        return tuple(compile_condition(text, self.severity) for text in self.default_conditions)
+
+    def _with_severity(self, condition: ConditionSpec) -> CompiledCondition:
+        """A condition without its own severity takes the check's (``severity: warning`` checks)."""
+        if condition.severity is None and self.severity != condition.compiled.severity:
+            return replace(condition.compiled, severity=self.severity)
+        return condition.compiled
 
     def target(self) -> str:
         """A short, secret-free description of what this check probes (for tables and logs)."""

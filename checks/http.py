@@ -66,8 +66,8 @@ class HttpSpec(CheckSpec):
         if not self.expected_status:
             return super().effective_conditions()
         codes = ", ".join(str(c) for c in self.expected_status)
-        status = compile_condition(f"status_code in [{codes}]")
-        return (status, *(c.compiled for c in self.conditions))
+        status = compile_condition(f"status_code in [{codes}]", self.severity)
+        return (status, *(self._with_severity(c) for c in self.conditions))
 
     def target(self) -> str:
         return f"{self.method} {redact_url(self.url)}"

@@ -41,7 +41,7 @@ class TcpSpec(CheckSpec):
         """With ``expect`` set and no conditions, the reply must contain it."""
         if self.conditions:
             return super().effective_conditions()
-        return (compile_condition("matched" if self.expect is not None else "connected"),)
+        return (compile_condition("matched" if self.expect is not None else "connected", self.severity),)
 
     def target(self) -> str:
         return f"{self.host}:{self.port}"

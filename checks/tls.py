@@ -57,7 +57,7 @@ class TlsCheckSpec(CheckSpec):
         base = super().effective_conditions()
         if not self.verify:
             return base
-        return (compile_condition(VERIFIED_CONDITION), *base)
+        return (compile_condition(VERIFIED_CONDITION, self.severity), *base)
 
     def target(self) -> str:
         where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

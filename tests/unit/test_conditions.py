@@ -168,7 +168,7 @@ def test_durations_need_a_field_with_a_unit_suffix(expr: str) -> None:
 
 
 def test_duration_error_says_why() -> None:
-    with pytest.raises(ConditionSyntaxError, match=r"ends in _ms, _s or _days .* not 'latency'"):
+    with pytest.raises(ConditionSyntaxError, match=r"ends in _ms, _s, _days or days_left .* not 'latency'"):
         compile_condition("latency < 5s")
 
 

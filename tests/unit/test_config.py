@@ -141,7 +141,7 @@ runbooks:
     app = config.check("app-health")
     assert app.type == "http"
     assert app.tags == ("app",)
-    assert [(c.expr, c.severity) for c in app.conditions] == [
+    assert [(c.expr, c.severity) for c in app.effective_conditions()] == [
         ("status_code == 200", "critical"),
         ("latency_ms < 200", "warning"),
     ]
@@ -251,6 +251,8 @@ def test_defaults_apply_to_every_check() -> None:
     spec = config.check("inherits")
     assert (spec.interval, spec.timeout, spec.failure_threshold, spec.success_threshold) == (10.0, 2.0, 5, 4)
     assert spec.severity == "warning"
+    # a check-level severity is the default severity of its conditions
+    assert {c.severity for c in spec.effective_conditions()} == {"warning"}
     assert (spec.retries.attempts, spec.retries.backoff) == (3, 0.1)
     assert config.defaults.timeout == 2.0
 
