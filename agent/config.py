@@ -16,17 +16,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import Field, JsonValue, ValidationError, field_validator
+from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_validator
 
 from agent.durations import Duration
 from agent.errors import ConfigError
 from agent.redact import Redactor, collect_secrets
-from agent.registry import UnknownTypeError, spec_model
-from agent.state import Thresholds
+from agent.registry import UnknownTypeError, action_class, spec_model
 from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
+
+if TYPE_CHECKING:
+    from agent.state import Thresholds
+    from remediations.base import Params
 
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "PARAMEDIC_CONFIG"
@@ -55,13 +58,33 @@ class RunbookMatch(Frozen):
 
 
 class RunbookStep(Frozen):
-    """One rung of a runbook's ladder: an action, how long to verify it, what if it fails."""
+    """One rung of a runbook's ladder: an action, how long to verify it, what if it fails.
+
+    ``params`` are validated against the action's own params model when the config loads
+    (errors read ``runbooks[0].steps[1].params.stop_timeout: ...``); the typed result is
+    :attr:`typed_params`. ``approval`` defaults to the action's own default (``required``
+    for ``rollback``).
+    """
 
     action: str = Field(min_length=1)
     params: dict[str, JsonValue] = Field(default_factory=dict)
     verify_for: Duration = 60.0
     on_failure: Literal["next", "escalate"] = "next"
     approval: Literal["none", "required"] | None = None
+    _typed: Params | None = PrivateAttr(default=None)
+    _needs_approval: bool = PrivateAttr(default=False)
+
+    @property
+    def typed_params(self) -> Params:
+        """The params as the action's validated model (set at config load)."""
+        if self._typed is None:
+            raise RuntimeError("runbook step was not validated through load_config")
+        return self._typed
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a person must approve this step before it runs."""
+        return self._needs_approval
 
 
 class Runbook(Frozen):
@@ -148,6 +171,7 @@ class Config:
 
     def thresholds(self) -> dict[str, Thresholds]:
         """Per-check state-machine thresholds (failure/success counts and flapping)."""
+        from agent.state import Thresholds
         return {
             c.name: Thresholds(c.failure_threshold, c.success_threshold,
                                self.state.flap_window, self.state.flap_threshold)
@@ -273,6 +297,7 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
     if top is None or checks is None:
         return None
     problems.extend(_cross_check(checks, top.runbooks))
+    # problems.extend(_type_steps(top.runbooks))  # enabled once remediations/* exist
     if problems:
         return None
     secrets = collect_secrets(checks)
@@ -320,6 +345,28 @@ def _validate_check(index: int, item: Any, defaults: dict[str, Any], problems: l
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, loc))
         return None
+
+
+def _type_steps(runbooks: tuple[Runbook, ...]) -> list[str]:
+    """Validate each step's params against its action's model; attach the typed params."""
+    problems: list[str] = []
+    for i, book in enumerate(runbooks):
+        for j, step in enumerate(book.steps):
+            loc: tuple[str | int, ...] = ("runbooks", i, "steps", j)
+            try:
+                action = action_class(step.action)
+            except UnknownTypeError as exc:
+                problems.append(f"{format_path((*loc, 'action'))}: {exc.args[0]}")
+                continue
+            try:
+                step._typed = action.params_model.model_validate(step.params)
+            except ValidationError as exc:
+                problems.extend(_pydantic_problems(exc, (*loc, "params")))
+                continue
+            step._needs_approval = (
+                action.requires_approval if step.approval is None else step.approval == "required"
+            )
+    return problems
 
 
 def _cross_check(checks: tuple[CheckSpec, ...], runbooks: tuple[Runbook, ...]) -> list[str]:

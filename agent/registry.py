@@ -1,4 +1,4 @@
-"""The one explicit registry of probe types: ``type -> "module:Class"``.
+"""The one explicit registry of probe types and remediation actions: ``name -> "module:Class"``.
 
 Modules are imported only when a config uses their type, so ``paramedic check`` of two
 HTTP probes never imports the Docker SDK or psycopg. Probe modules keep heavy libraries
@@ -9,9 +9,11 @@ validate a config) must stay cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from checks.base import CheckSpec, Probe
+if TYPE_CHECKING:  # the check path must not pay for importing the remediation layer
+    from checks.base import CheckSpec, Probe
+    from remediations.base import Remediation
 
 CHECK_TYPES: dict[str, str] = {
     "http": "checks.http:HttpProbe",
@@ -22,6 +24,19 @@ CHECK_TYPES: dict[str, str] = {
     "prometheus": "checks.prometheus:PrometheusProbe",
     "tls": "checks.tls:TlsProbe",
     "disk": "checks.disk:DiskProbe",
+}
+
+
+ACTION_TYPES: dict[str, str] = {
+    "restart": "remediations.restart:Restart",
+    "start": "remediations.restart:Start",
+    "recreate": "remediations.recreate:Recreate",
+    "scale": "remediations.scale:Scale",
+    "rollback": "remediations.rollback:Rollback",
+    "postgres.terminate": "remediations.postgres:Terminate",
+    "docker.prune": "remediations.prune:Prune",
+    "webhook": "remediations.webhook:Webhook",
+    "exec": "remediations.exec:Exec",
 }
 
 
@@ -47,3 +62,13 @@ def probe_class(type_name: str) -> type[Probe[Any]]:
 def spec_model(type_name: str) -> type[CheckSpec]:
     """The frozen pydantic model that validates a check of ``type_name``."""
     return probe_class(type_name).spec_model
+
+
+def action_class(action: str) -> type[Remediation[Any]]:
+    """The remediation class for ``action``; raises :class:`UnknownTypeError` if unregistered."""
+    try:
+        target = ACTION_TYPES[action]
+    except KeyError:
+        known = ", ".join(sorted(ACTION_TYPES))
+        raise UnknownTypeError(f"unknown action {action!r} (known: {known})") from None
+    return cast("type[Remediation[Any]]", _load(target))
