@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -126,18 +126,36 @@ def run(config_path: str | None, log_format: str, log_level: str) -> None:
 
     redacting = setup_logging(log_format, log_level)
     config = _load(config_path)
-    daemon = Daemon(config, config_path=resolve_path(config_path), redacting=redacting)
-    sys.exit(asyncio.run(daemon.run()))
+    daemon = Daemon(config, config_path=resolve_path(config_path), redacting=redacting, freeze_gc=True)
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        code = runner.run(daemon.run())
+    sys.exit(code)
+
+
+def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``pip install paramedic[fast]``), else None.
+
+    The daemon's CPU per probe is mostly event-loop and socket plumbing; uvloop does that
+    in C (about a third less CPU per probe on the benchmark, bench/daemon_throughput.py).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
     """Store results and advance states; a store problem is reported, never fatal here."""
+    from agent.deploys import image_records
     from agent.store import Store
 
     try:
         store = Store(config.store_path())
         try:
             states, _ = store.apply_results(results, config.thresholds())
+            store.record_images(image_records({c.name: c for c in config.checks}, results))
         finally:
             store.close()
     except StoreError as exc:

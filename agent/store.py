@@ -373,6 +373,10 @@ class Store:
         value: bool = self._tx(work)
         return value
 
+    def record_images(self, records: Iterable[tuple[str, str, str]]) -> int:
+        """:meth:`record_image` for each ``(target, image, image_id)``; returns how many were deploys."""
+        return sum(self.record_image(*record) for record in records)
+
     def image_history(self, target: str) -> list[dict[str, Any]]:
         """Images ``target`` has run, newest first: ``{"image", "image_id", "first_seen"}``."""
         rows = self._query(
