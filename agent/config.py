@@ -297,10 +297,11 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
     if top is None or checks is None:
         return None
     problems.extend(_cross_check(checks, top.runbooks))
-    # problems.extend(_type_steps(top.runbooks))  # enabled once remediations/* exist
+    problems.extend(_type_steps(top.runbooks))
     if problems:
         return None
-    secrets = collect_secrets(checks)
+    step_params = [step.typed_params for book in top.runbooks for step in book.steps]
+    secrets = collect_secrets((checks, step_params))  # a postgres.terminate DSN, a webhook token...
     return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
                   top.store, top.server, top.scheduler, top.state)
 

@@ -328,3 +328,40 @@ def test_resolve_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> N
 )
 def test_format_path(loc: tuple[str | int, ...], text: str) -> None:
     assert format_path(loc) == text
+
+
+def test_runbook_step_params_are_typed_validated_with_paths_and_their_secrets_masked() -> None:
+    config = load_text(
+        """
+checks: [{name: a, type: tcp, host: h, port: 1}]
+runbooks:
+  - name: r
+    match: {checks: [a]}
+    steps:
+      - action: restart
+        params: {container: web, mode: force}
+      - action: rollback
+        params: {container: web}
+      - action: webhook
+        params: {url: "https://hooks.example/x?token=SEKRET99", headers: {Authorization: "Bearer TOKEN777"}}
+"""
+    )
+    steps = config.runbooks[0].steps
+    assert type(steps[0].typed_params).__name__ == "RestartParams"
+    assert [s.needs_approval for s in steps] == [False, True, False]  # rollback needs approval by default
+    assert config.redactor.text("SEKRET99 TOKEN777") == "*** ***"
+    with pytest.raises(ConfigError) as bad:
+        load_text(
+            """
+checks: [{name: a, type: tcp, host: h, port: 1}]
+runbooks:
+  - name: r
+    match: {checks: [a]}
+    steps:
+      - {action: restart, params: {mode: sideways}}
+      - {action: teleport}
+"""
+        )
+    problems = "\n".join(bad.value.problems)
+    assert "runbooks[0].steps[0].params.mode:" in problems
+    assert "runbooks[0].steps[1].action: unknown action 'teleport'" in problems
