@@ -9,11 +9,14 @@ real engine; unit tests read the recorded inspect JSON under
 
 (Docker running, the test image present): it writes ``rich_before.json`` (the rich
 container), ``rich_image.json`` (its image's inspect) and ``rich_after.json`` (a
-container created from ``clone_spec`` of it), then removes everything it made.
+container created from ``clone_spec`` of it), and ``compose_web_1.json``, container 1 of
+a docker-compose v1 service (:data:`COMPOSE_FILE`, project ``shop``), then removes
+everything it made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -30,8 +33,13 @@ RICH_PORT = "8080/tcp"
 RICH_SCRIPT = 'trap "exit 0" INT TERM; httpd -p 8080 -h /www; while true; do sleep 1; done'
 
 
-def run_rich(client: Any, image: str, name: str, host_dir: str, extra_labels: Mapping[str, str] | None = None) -> Any:
+def run_rich(
+    client: Any, image: str, name: str, host_dir: str, host_port: int | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+) -> Any:
     """Create and start the rich container ``name`` on two fresh networks; returns it.
+
+    Port 8080 (httpd) is published on ``127.0.0.1:host_port`` (None: a port Docker picks).
 
     Networks ``<name>-front`` (primary, alias ``rich-front``) and ``<name>-back`` (alias
     ``rich-back``) and volumes ``<name>-data``/``<name>-m`` are created here; remove them
@@ -48,7 +56,7 @@ def run_rich(client: Any, image: str, name: str, host_dir: str, extra_labels: Ma
         binds={f"{name}-data": {"bind": "/data", "mode": "rw"}, host_dir: {"bind": "/host", "mode": "ro"}},
         mounts=[Mount("/mnt/m", f"{name}-m", type="volume")],
         tmpfs={"/run/cache": "size=1m"},
-        port_bindings={8080: ("127.0.0.1", None)},
+        port_bindings={8080: ("127.0.0.1", host_port)},
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         mem_limit="64m", nano_cpus=500_000_000, pids_limit=64, shm_size="32m", oom_score_adj=100,
         cap_add=["NET_ADMIN"], cap_drop=["MKNOD"], init=True, security_opt=["no-new-privileges"],
@@ -74,23 +82,27 @@ def run_rich(client: Any, image: str, name: str, host_dir: str, extra_labels: Ma
 
 
 def remove_rich(client: Any, name: str) -> None:
-    """Remove containers labelled with the rich name's networks, then the networks and volumes."""
+    """Remove every container named like ``name`` (the clone, a renamed old one...) with its
+    volumes, then the networks and named volumes :func:`run_rich` made.
+
+    Volumes are collected from each container's mounts first: after a recreate, the
+    original anonymous volume is mounted *by name*, which ``docker rm -v`` leaves behind.
+    """
     from docker.errors import APIError, NotFound
 
+    volumes = {f"{name}-data", f"{name}-m"}
+    for ctr in client.containers.list(all=True, filters={"name": name}):
+        if not ctr.name.startswith(name):
+            continue
+        volumes |= {m["Name"] for m in ctr.attrs.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")}
+        with contextlib.suppress(NotFound, APIError):
+            ctr.remove(force=True, v=True)
     for net_name in (f"{name}-front", f"{name}-back"):
-        try:
-            net = client.networks.get(net_name)
-            net.reload()
-            for ctr in net.containers:
-                ctr.remove(force=True, v=True)
-            net.remove()
-        except (NotFound, APIError):
-            pass
-    for volume in (f"{name}-data", f"{name}-m"):
-        try:
+        with contextlib.suppress(NotFound, APIError):
+            client.networks.get(net_name).remove()
+    for volume in sorted(volumes):
+        with contextlib.suppress(NotFound, APIError):
             client.volumes.get(volume).remove(force=True)
-        except (NotFound, APIError):
-            pass
 
 
 def preserved(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,6 +141,41 @@ def preserved(attrs: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+COMPOSE_FILE = """\
+version: "2.4"
+services:
+  web:
+    image: paramedic-test/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' INT TERM; httpd -p 80 -h /www; while true; do sleep 1; done"]
+    ports: ["127.0.0.1::80"]
+    labels: {paramedic-test: "1"}
+    environment: {MODE: prod}
+    restart: unless-stopped
+    mem_limit: 64m
+    networks:
+      default:
+        aliases: [www]
+"""
+
+
+def record_compose() -> None:
+    """Write ``compose_web_1.json`` (``docker-compose -p shop up -d``, inspect, ``down``)."""
+    import subprocess
+
+    import docker
+
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "docker-compose.yml").write_text(COMPOSE_FILE)
+        base = ["docker-compose", "-p", "shop"]
+        try:
+            subprocess.run([*base, "up", "-d"], cwd=directory, check=True, capture_output=True)
+            attrs = client.api.inspect_container("shop_web_1")
+        finally:
+            subprocess.run([*base, "down", "-v", "-t", "2"], cwd=directory, check=False, capture_output=True)
+    (FIXTURES / "compose_web_1.json").write_text(json.dumps(attrs, indent=1, sort_keys=True) + "\n")
+
+
 def record() -> None:
     """Write the fixtures (see the module docstring)."""
     import docker
@@ -145,7 +192,6 @@ def record() -> None:
             before = run_rich(client, TEST_IMAGE, name, host_dir).attrs
             image = client.api.inspect_image(before["Image"])
             spec = clone_spec(before, name=f"{name}-clone", image_config=image["Config"])
-            spec["body"]["HostConfig"]["PortBindings"] = {RICH_PORT: [{"HostIp": "127.0.0.1", "HostPort": ""}]}
             after = client.api.inspect_container(create_container(client, spec))
         finally:
             remove_rich(client, name)
@@ -156,3 +202,4 @@ def record() -> None:
 
 if __name__ == "__main__":
     record()
+    record_compose()
