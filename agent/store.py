@@ -115,6 +115,27 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 2: the notification outbox (agent.notify): one row per notice and channel, by channel name.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        incident_id INTEGER,
+        dedup_key TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        claim TEXT,
+        finished_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+    CREATE INDEX outbox_order ON outbox (channel, dedup_key, status, id)
+    """,
 )
 
 
@@ -385,6 +406,65 @@ class Store:
         )
         return [{"image": r["image"], "image_id": r["image_id"], "first_seen": r["first_seen"]} for r in rows]
 
+    # ------------------------------------------------------------------ the action journal
+    #
+    # Append-only. An action is two rows: an ``intent`` written before anything changes and
+    # an ``outcome`` (pointing at it with ``intent_id``) written after. An intent without an
+    # outcome is an action the agent was killed in the middle of: reconcile it, never redo it.
+
+    def journal_intent(self, *, check: str | None, target: str, runbook: str | None, step: int | None,
+                       action: str, dry_run: bool, detail: Mapping[str, Any]) -> int:
+        """Record that ``action`` on ``target`` is about to happen; returns the intent id."""
+
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO journal (at, intent_id, phase, check_name, target, runbook, step, action, dry_run,"
+                " outcome, detail) VALUES (?, NULL, 'intent', ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (self.clock(), check, target, runbook, step, action, int(dry_run), json.dumps(detail, default=str)),
+            )
+            return int(cur.lastrowid or 0)
+
+        value: int = self._tx(work)
+        return value
+
+    def journal_outcome(self, intent_id: int, outcome: str, detail: Mapping[str, Any]) -> int:
+        """Record how intent ``intent_id`` ended (``ok``, ``failed``, ``dry-run``, ``reconciled``...)."""
+
+        def work(db: sqlite3.Connection) -> int:
+            intent = db.execute("SELECT * FROM journal WHERE id = ? AND phase = 'intent'", (intent_id,)).fetchone()
+            if intent is None:
+                raise StoreError(f"no journal intent {intent_id}")
+            cur = db.execute(
+                "INSERT INTO journal (at, intent_id, phase, check_name, target, runbook, step, action, dry_run,"
+                " outcome, detail) VALUES (?, ?, 'outcome', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.clock(), intent_id, intent["check_name"], intent["target"], intent["runbook"], intent["step"],
+                 intent["action"], intent["dry_run"], outcome, json.dumps(detail, default=str)),
+            )
+            return int(cur.lastrowid or 0)
+
+        value: int = self._tx(work)
+        return value
+
+    def journal(self, limit: int = 50, since: float | None = None, target: str | None = None) -> list[dict[str, Any]]:
+        """Actions, newest first: each intent with its outcome (``None`` while open)."""
+        rows = self._query(
+            "SELECT i.*, o.at AS outcome_at, o.outcome AS outcome_value, o.detail AS outcome_detail FROM journal i"
+            " LEFT JOIN journal o ON o.intent_id = i.id AND o.phase = 'outcome'"
+            " WHERE i.phase = 'intent' AND (? IS NULL OR i.at >= ?) AND (? IS NULL OR i.target = ?)"
+            " ORDER BY i.at DESC, i.id DESC LIMIT ?",
+            (since, since, target, target, limit),
+        )
+        return [_journal_entry(r) for r in rows]
+
+    def open_intents(self) -> list[dict[str, Any]]:
+        """Intents with no outcome: actions interrupted by a crash, oldest first."""
+        rows = self._query(
+            "SELECT i.*, NULL AS outcome_at, NULL AS outcome_value, NULL AS outcome_detail FROM journal i"
+            " WHERE i.phase = 'intent' AND NOT EXISTS"
+            " (SELECT 1 FROM journal o WHERE o.intent_id = i.id AND o.phase = 'outcome') ORDER BY i.at, i.id"
+        )
+        return [_journal_entry(r) for r in rows]
+
     # ------------------------------------------------------------------ flags
 
     def set_flag(self, key: str, value: Any) -> None:
@@ -399,10 +479,114 @@ class Store:
         rows = self._query("SELECT value FROM flags WHERE key = ?", (key,))
         return json.loads(rows[0]["value"]) if rows else default
 
+    # ------------------------------------------------------------------ notification outbox
+    #
+    # A row per (notice, channel), written before anything is sent; the dispatcher claims due
+    # rows (compare-and-set on ``claim``), sends them, and marks them sent, due again later, or
+    # failed. Rows hold the channel's *name*, never its URL, key or password.
+
+    def outbox_add(self, channel: str, kind: str, incident_id: int, dedup_key: str, severity: str,
+                   notice: str) -> int:
+        """Queue ``notice`` (JSON) for ``channel``, due now; returns the row id."""
+        now = self.clock()
+
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO outbox (channel, kind, incident_id, dedup_key, severity, notice, status, attempts,"
+                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                (channel, kind, incident_id, dedup_key, severity, notice, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+        value: int = self._tx(work)
+        return value
+
+    def outbox_claim(self, token: str, now: float, lease_until: float, limit: int) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows for one attempt each (``attempts`` is counted here).
+
+        Per channel and dedup key, only the oldest pending row is ever due, so an incident's
+        resolution never overtakes its initial alert on the same channel. A claimed row stays
+        pending with ``next_attempt_at = lease_until``: if its claimer dies, it is due again then.
+        """
+
+        def work(db: sqlite3.Connection) -> list[OutboxRow]:
+            rows = db.execute(
+                "SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox p WHERE p.channel = o.channel AND p.dedup_key = o.dedup_key"
+                " AND p.status = 'pending' AND p.id < o.id) ORDER BY o.next_attempt_at, o.id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, claim = ?, next_attempt_at = ? WHERE id = ?",
+                [(token, lease_until, i) for i in ids],
+            )
+            return [_outbox_row(db.execute("SELECT * FROM outbox WHERE id = ?", (i,)).fetchone()) for i in ids]
+
+        value: list[OutboxRow] = self._tx(work)
+        return value
+
+    def _outbox_finish(self, sql: str, params: tuple[Any, ...]) -> bool:
+        value: bool = self._tx(lambda db: db.execute(sql, params).rowcount == 1)
+        return value
+
+    def outbox_sent(self, row_id: int, token: str, at: float) -> bool:
+        """Mark a claimed row delivered; False if the claim was lost (another process took over)."""
+        return self._outbox_finish(
+            "UPDATE outbox SET status = 'sent', finished_at = ?, claim = NULL, last_error = NULL"
+            " WHERE id = ? AND claim = ? AND status = 'pending'", (at, row_id, token))
+
+    def outbox_retry(self, row_id: int, token: str, next_attempt_at: float, error: str) -> bool:
+        """A claimed row failed; it is due again at ``next_attempt_at``. ``error`` must be secret-free."""
+        return self._outbox_finish(
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, claim = NULL"
+            " WHERE id = ? AND claim = ? AND status = 'pending'", (next_attempt_at, error, row_id, token))
+
+    def outbox_failed(self, row_id: int, token: str, at: float, error: str) -> bool:
+        """Give a claimed row up (kept, with its last error, for the record)."""
+        return self._outbox_finish(
+            "UPDATE outbox SET status = 'failed', finished_at = ?, last_error = ?, claim = NULL"
+            " WHERE id = ? AND claim = ? AND status = 'pending'", (at, error, row_id, token))
+
+    def outbox_release(self, row_id: int, token: str, at: float) -> bool:
+        """Hand a claimed row back unsent (shutdown interrupted it): due at ``at``, attempt not counted."""
+        return self._outbox_finish(
+            "UPDATE outbox SET next_attempt_at = ?, attempts = MAX(attempts - 1, 0), claim = NULL"
+            " WHERE id = ? AND claim = ? AND status = 'pending'", (at, row_id, token))
+
+    def outbox_next_due(self) -> float | None:
+        """When the earliest pending row is due (claimed rows: when their lease ends); None if none."""
+        rows = self._query("SELECT MIN(next_attempt_at) AS due FROM outbox WHERE status = 'pending'")
+        due = rows[0]["due"]
+        return None if due is None else float(due)
+
+    def outbox_rows(self, status: str | None = None, limit: int = 1000) -> list[OutboxRow]:
+        """Outbox rows, oldest first, optionally only those with ``status`` (pending/sent/failed)."""
+        if status is None:
+            rows = self._query("SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,))
+        else:
+            rows = self._query("SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (status, limit))
+        return [_outbox_row(r) for r in rows]
+
+    def outbox_prune(self, before: float) -> int:
+        """Delete sent and failed rows finished before ``before``; pending rows are never pruned."""
+        value: int = self._tx(lambda db: db.execute(
+            "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND finished_at < ?", (before,)).rowcount)
+        return value
+
 
 # One encoder for every result: json.dumps(..., default=str) builds a new one per call, and
 # the daemon encodes two documents per result, a thousand results a second.
 _ENCODER = json.JSONEncoder(default=str)
+
+
+def _journal_entry(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": r["id"], "at": r["at"], "check": r["check_name"], "target": r["target"], "runbook": r["runbook"],
+        "step": r["step"], "action": r["action"], "dry_run": bool(r["dry_run"]), "detail": json.loads(r["detail"]),
+        "outcome": r["outcome_value"], "outcome_at": r["outcome_at"],
+        "outcome_detail": json.loads(r["outcome_detail"]) if r["outcome_detail"] else None,
+    }
 
 
 def _result_params(r: Result) -> tuple[Any, ...]:
@@ -410,4 +594,32 @@ def _result_params(r: Result) -> tuple[Any, ...]:
         r.name, r.started_at, int(r.status), r.message, r.duration_ms, r.error,
         _ENCODER.encode(dict(r.observations)),
         _ENCODER.encode([c.as_dict() for c in r.conditions]),
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One queued notification for one channel (see :meth:`Store.outbox_claim`)."""
+
+    id: int
+    channel: str
+    kind: str
+    incident_id: int | None
+    dedup_key: str
+    severity: str
+    notice: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    finished_at: float | None
+    last_error: str | None
+
+
+def _outbox_row(row: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        id=row["id"], channel=row["channel"], kind=row["kind"], incident_id=row["incident_id"],
+        dedup_key=row["dedup_key"], severity=row["severity"], notice=row["notice"], status=row["status"],
+        attempts=row["attempts"], created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
+        finished_at=row["finished_at"], last_error=row["last_error"],
     )
