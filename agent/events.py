@@ -243,6 +243,8 @@ def decide(event: ContainerEvent, specs: Iterable[ContainerSelector], intent: In
     if not checks:
         return Decision()
     record, clear = intent.observe(event, now)
+    if "com.docker.swarm.task.id" in event.attributes:
+        record = None  # Swarm stops its own task containers (deploys, rescheduling): not an operator
     return Decision(checks, record, clear)
 
 

@@ -34,6 +34,11 @@ listener first (``expect_events``, so the stop is not taken for an operator's), 
 restarts, kills and starts, or starts, and waits (bounded by ``running_timeout``) until
 Docker reports the container running; ``Outcome.data`` holds each one's new
 ``started_at`` and ``restart_count``.
+
+Swarm services (``service: <name>`` in the step's params): ``restart`` is a rolling
+restart by force-update (``docker service update --force``), planned and applied by
+:mod:`remediations.swarm` (both modes do the same; the plan says so). ``start`` refuses:
+Swarm keeps a service's tasks running itself, replacing any task that exits.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from pydantic import Field
 from agent.durations import Duration, format_duration
 from agent.errors import DependencyUnavailableError
 from checks.container import parse_docker_time
+from remediations import swarm
 from remediations.base import ActionContext, Outcome, Plan, Remediation, Target, TargetParams
 from remediations.dockerapi import DockerActionError, docker_client, find_containers
 
@@ -238,8 +244,9 @@ def precheck(action: str, target: Target, snapshot: Mapping[str, Any]) -> Plan |
         return Plan.refuse(action, target, "no target: name a container or compose service in the step's "
                                            "params, or trigger the runbook from a container check")
     if target.swarm_service:
-        return Plan.refuse(action, target, f"{action} acts on containers; Swarm services are not supported "
-                                           "by this action yet")
+        return Plan.refuse(action, target, f"{action} acts on containers that exited; Swarm keeps the tasks of "
+                                           f"service {target.swarm_service} running itself (it replaces any "
+                                           "task that exits): use restart (a force-update) or scale instead")
     if snapshot.get("error"):
         return Plan.refuse(action, target, f"cannot inspect it: {snapshot['error']}")
     if not snapshot.get("containers"):
@@ -371,9 +378,13 @@ class Restart(Remediation[RestartParams]):
     params_model: ClassVar[type[RestartParams]] = RestartParams
 
     async def inspect(self, target: Target) -> dict[str, Any]:
+        if target.swarm_service:
+            return await swarm.inspect_service(self.context, target)
         return await inspect_containers(self.context, target)
 
     def plan(self, target: Target, snapshot: Mapping[str, Any]) -> Plan:
+        if target.swarm_service:
+            return swarm.plan_restart(target, snapshot, mode=self.params.mode, wait=self.params.running_timeout)
         early = precheck(self.action, target, snapshot)
         if early is not None:
             return early
@@ -398,6 +409,8 @@ class Restart(Remediation[RestartParams]):
         return Decision("act", f"restart {name}: SIGTERM, SIGKILL after {grace} if still running, then start")
 
     async def apply(self, plan: Plan) -> Outcome:
+        if plan.data.get("swarm"):
+            return await swarm.apply_restart(self.context, plan)
         mode = str(plan.data.get("mode", "graceful"))
         stop_timeout = float(plan.data.get("stop_timeout", 10.0))
 

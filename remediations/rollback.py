@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from agent.errors import DependencyUnavailableError
+from remediations import swarm
 from remediations.base import Outcome, Plan, Remediation, Target
 from remediations.clone import LABEL_ROLLBACK_FROM, container_name, labels_of
 from remediations.recreate import (
@@ -150,6 +151,8 @@ class Rollback(Remediation[RollbackParams]):
     requires_approval: ClassVar[bool] = True
 
     async def inspect(self, target: Target) -> dict[str, Any]:
+        if target.swarm_service:
+            return await swarm.inspect_service(self.context, target)
         history = [dict(h) for h in self.context.image_history(target.key)][:HISTORY_LIMIT]
         previous_tag = self.params.previous_tag
 
@@ -174,6 +177,8 @@ class Rollback(Remediation[RollbackParams]):
         return snapshot
 
     def plan(self, target: Target, snapshot: Mapping[str, Any]) -> Plan:
+        if target.swarm_service:
+            return swarm.plan_rollback(target, snapshot, self.params)
         early = precheck(self.action, target, snapshot)
         if early is not None:
             return early
@@ -219,6 +224,8 @@ class Rollback(Remediation[RollbackParams]):
         return Plan(self.action, target.describe(), True, summary, steps=tuple(steps), data=data)
 
     async def apply(self, plan: Plan) -> Outcome:
+        if plan.data.get("swarm"):
+            return await swarm.apply_rollback(self.context, plan)
         import requests
         from docker.errors import DockerException
 

@@ -50,6 +50,7 @@ from pydantic import Field, model_validator
 
 from agent.durations import format_duration
 from agent.errors import DependencyUnavailableError
+from remediations import swarm
 from remediations.base import Outcome, Plan, Remediation, Target
 from remediations.clone import (
     COMPOSE_NUMBER,
@@ -167,6 +168,8 @@ class Scale(Remediation[ScaleParams]):
     params_model: ClassVar[type[ScaleParams]] = ScaleParams
 
     async def inspect(self, target: Target) -> dict[str, Any]:
+        if target.swarm_service:
+            return await swarm.inspect_service(self.context, target)
         base: dict[str, Any] = {"docker_host": target.docker_host, "project": None, "service": None,
                                 "containers": []}
         if not target.is_docker or target.swarm_service:
@@ -192,8 +195,7 @@ class Scale(Remediation[ScaleParams]):
             return Plan.refuse(self.action, target, "no target: name a compose service in the step's params, "
                                                     "or trigger the runbook from a container check")
         if target.swarm_service:
-            return Plan.refuse(self.action, target, "scale acts on compose services; Swarm services are not "
-                                                    "supported by this action")
+            return swarm.plan_scale(target, snapshot, self.params)
         if snapshot.get("error"):
             return Plan.refuse(self.action, target, f"cannot inspect it: {snapshot['error']}")
         project, service = snapshot.get("project"), snapshot.get("service")
@@ -268,6 +270,8 @@ class Scale(Remediation[ScaleParams]):
         return Plan(self.action, target.describe(), True, summary, steps=tuple(steps), data=data)
 
     async def apply(self, plan: Plan) -> Outcome:
+        if plan.data.get("swarm"):
+            return await swarm.apply_scale(self.context, plan)
         try:
             client = client_for(self.context, plan)
         except DependencyUnavailableError as exc:

@@ -607,3 +607,13 @@ def test_a_die_event_is_a_critical_result_for_a_single_container_check() -> None
     assert oom_result.observations["oom_killed"] is True
     start = ContainerEvent("start", "start", "a" * 64, "web-1", {"name": "web-1"})
     assert event_result(start, "web-check", 100.0) is None
+
+
+def test_a_swarm_task_container_stopped_by_swarm_is_not_an_operator_stop() -> None:
+    spec = ContainerSpec.model_validate(
+        {"name": "svc", "type": "container", "labels": {"com.docker.swarm.service.name": "web"}})
+    attrs = {"name": "web.1.abc", "com.docker.swarm.service.name": "web", "com.docker.swarm.task.id": "t1"}
+    stop = ContainerEvent("stop", "stop", "b" * 64, "web.1.abc", attrs)
+    decision = decide(stop, [spec], IntentTracker(), 10.0)
+    assert decision.checks == ("svc",)
+    assert decision.record is None

@@ -137,7 +137,6 @@ def test_no_change_is_nothing_to_do() -> None:
     ("target", "snap", "reason"),
     [
         (Target(check="c"), snapshot(), "no target"),
-        (Target(swarm_service="web"), snapshot(), "Swarm services are not supported"),
         (GROUP, {"error": "boom"}, "cannot inspect it: boom"),
         (Target(container="x"), {"project": None, "service": None, "containers": []}, "scale acts on a compose"),
         (GROUP, snapshot(), "has no containers"),
