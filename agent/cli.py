@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
@@ -76,7 +77,10 @@ def validate(config_path: str | None) -> None:
               help="Table for people, one JSON document for programs.")
 @click.option("--no-store", is_flag=True,
               help="Do not read or update the state store (an ad-hoc look that counts nothing).")
-def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str, no_store: bool) -> None:
+@click.option("--remediate", is_flag=True,
+              help="Also apply runbooks to checks that are DOWN, with the daemon's guardrails and journal.")
+def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str, no_store: bool,
+          remediate: bool) -> None:
     """Run the selected checks once, concurrently, and exit with the worst status.
 
     Each probe runs under its own hard timeout. Results and each check's health state
@@ -98,7 +102,15 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
         click.echo(f"no checks selected (tags: {', '.join(tags)})", err=True)
         sys.exit(3)
     results = asyncio.run(run_once(specs, config.redactor))
+    if remediate and no_store:
+        click.echo("--remediate needs the store (budgets and cooldowns live there); drop --no-store", err=True)
+        sys.exit(2)
     states = {} if no_store else _record(config, results)
+    if remediate:
+        from agent.cli_remedy import echo_executions
+        from agent.cli_remedy import remediate as remediate_down
+
+        echo_executions(asyncio.run(remediate_down(config, results)))
     if output == "json":
         click.echo(results_json(results, states))
     else:
@@ -113,7 +125,9 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
               help="Human-readable lines, or one JSON object per line for log shippers.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def run(config_path: str | None, log_format: str, log_level: str) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Decide every runbook step and record it in the journal (marked dry-run); change nothing.")
+def run(config_path: str | None, log_format: str, log_level: str, dry_run: bool) -> None:
     """Run as a daemon: probe every check at its interval, track state, serve /metrics.
 
     Logs one line per state change. SIGTERM/SIGINT stop gracefully (in-flight probes
@@ -126,7 +140,8 @@ def run(config_path: str | None, log_format: str, log_level: str) -> None:
 
     redacting = setup_logging(log_format, log_level)
     config = _load(config_path)
-    daemon = Daemon(config, config_path=resolve_path(config_path), redacting=redacting, freeze_gc=True)
+    daemon = Daemon(config, config_path=resolve_path(config_path), redacting=redacting, freeze_gc=True,
+                    dry_run=dry_run)
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         code = runner.run(daemon.run())
     sys.exit(code)
@@ -146,6 +161,38 @@ def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+@cli.command()
+@config_option
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit(config_path: str | None, output: str) -> None:
+    """Dry-run audit: probe everything once and show, for each failing check, the runbook
+    that matches, the step that would run, its plan, and every guardrail's decision.
+
+    Changes nothing: no action, no state change (it only reads the store and Docker).
+    Exits with the worst check status, like `check`.
+    """
+    import json
+
+    from agent.cli_remedy import audit as audit_proposals
+    from agent.cli_remedy import audit_text
+    from agent.results import worst
+    from agent.runner import run_once
+
+    config = _load(config_path)
+
+    async def go() -> tuple[list[Result], list[Any]]:
+        results = await run_once(config.checks, config.redactor)
+        return results, await audit_proposals(config, results)
+
+    results, proposals = asyncio.run(go())
+    if output == "json":
+        doc = {"proposals": [p.as_dict() for p in proposals], "status": worst(r.status for r in results).name}
+        click.echo(json.dumps(config.redactor.data(doc), indent=2, default=str))
+    else:
+        click.echo(config.redactor.text(audit_text(proposals)))
+    sys.exit(int(worst(r.status for r in results)))
+
+
 def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
     """Store results and advance states; a store problem is reported, never fatal here."""
     from agent.deploys import image_records
@@ -162,6 +209,16 @@ def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
         click.echo(f"warning: results not recorded: {exc}", err=True)
         return {}
     return {name: state.label for name, state in states.items()}
+
+
+def _register_ops() -> None:
+    from agent.cli_ops import build
+
+    for command in build(_load, config_option):
+        cli.add_command(command)
+
+
+_register_ops()
 
 
 def main() -> None:

@@ -16,15 +16,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, JsonValue, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 from agent.durations import Duration
 from agent.errors import ConfigError
 from agent.redact import Redactor, collect_secrets
-from agent.registry import UnknownTypeError, action_class, spec_model
+from agent.registry import ACTION_TYPES, UnknownTypeError, action_class, spec_model
 from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class Runbook(Frozen):
     match: RunbookMatch
     steps: tuple[RunbookStep, ...] = ()
     escalation: str = ""
+    dry_run: bool = False  # record this runbook's plans instead of applying them (docs/guardrails.md)
 
 
 class StoreSettings(Frozen):
@@ -137,6 +138,283 @@ class StateSettings(Frozen):
     flap_threshold: int = Field(default=6, ge=2)
 
 
+class BackoffSettings(Frozen):
+    """Delay between attempts on one target: ``base * factor**(n-1)``, capped at ``max``, ±``jitter``."""
+
+    base: Duration = 30.0
+    factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    max: Duration = 600.0
+    jitter: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackoffSettings:
+        if self.max < self.base:
+            raise ValueError("max must not be smaller than base")
+        return self
+
+
+class PerTargetLimits(Frozen):
+    """At most ``budget`` actions per target in ``window``; spent means given up until healthy again."""
+
+    budget: int = Field(default=3, ge=1)
+    window: Duration = 1800.0
+    cooldown: Duration = 120.0
+    backoff: BackoffSettings = BackoffSettings()
+    reset_after: Duration = 1800.0
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("window must be greater than 0")
+        return value
+
+
+class GlobalLimits(Frozen):
+    """Limits across every target of this agent."""
+
+    max_per_hour: int = Field(default=20, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+
+
+class BlastRadiusSettings(Frozen):
+    """Act on nothing in a group when more than ``max_unhealthy`` of it is unhealthy (1.0 = off)."""
+
+    max_unhealthy: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+class ApprovalSettings(Frozen):
+    """How long a pending approval request stays open."""
+
+    expiry: Duration = 3600.0
+
+
+class GuardrailSettings(Frozen):
+    """The ``guardrails:`` section; every key and default is documented in docs/guardrails.md."""
+
+    dry_run: bool = False
+    allowed_actions: tuple[str, ...] | None = None  # None: every registered action
+    per_target: PerTargetLimits = PerTargetLimits()
+    global_: GlobalLimits = Field(default=GlobalLimits(), alias="global")
+    blast_radius: BlastRadiusSettings = BlastRadiusSettings()
+    approval: ApprovalSettings = ApprovalSettings()
+
+
+class MaintenanceWindow(Frozen):
+    """A recurring window in which no action runs: starts at each ``cron`` firing, lasts ``duration``.
+
+    ``cron`` is a 5-field expression (or ``@daily``...) read in ``timezone``. Without
+    ``checks`` and ``tags`` the window covers every check; otherwise the checks named or
+    carrying one of the tags.
+    """
+
+    cron: str
+    duration: Duration
+    timezone: str = "UTC"
+    checks: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    reason: str = ""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        from agent.schedule_windows import validate_cron
+        return validate_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from agent.schedule_windows import validate_timezone
+        return validate_timezone(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _positive_duration(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("duration must be greater than 0")
+        return value
+
+
+# --------------------------------------------------------------------------- notifications
+
+NoticeKind = Literal["initial", "update", "resolution", "reminder", "escalation", "ack"]
+NOTICE_KINDS: tuple[NoticeKind, ...] = ("initial", "update", "resolution", "reminder", "escalation", "ack")
+SEV_LEVELS: tuple[SevLevel, ...] = ("SEV-1", "SEV-2", "SEV-3", "SEV-4")
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+_CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+
+
+def _http_url(value: str) -> str:
+    """Raise if ``value`` is not an http(s) URL with a host; never echo it (it may hold a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL with a host") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+class NotifyRetry(Frozen):
+    """How a failed delivery is retried: exponential backoff with jitter, persisted in the outbox."""
+
+    attempts: int = Field(default=8, ge=1, le=100)
+    initial: Duration = 5.0
+    max_delay: Duration = 600.0
+    jitter: Duration = 2.0
+
+
+class ChannelBase(Frozen):
+    """What every notification channel has: a name, a route (severities x kinds), templates."""
+
+    name: str = Field(min_length=1, pattern=_CHANNEL_NAME)
+    severities: tuple[SevLevel, ...] = Field(default=SEV_LEVELS, min_length=1)
+    kinds: tuple[NoticeKind, ...] = Field(default=NOTICE_KINDS, min_length=1)
+    templates: dict[NoticeKind, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than 0")
+        return value
+
+    def accepts(self, severity: str, kind: str) -> bool:
+        """Whether a notice of this severity and kind goes to this channel."""
+        return severity in self.severities and kind in self.kinds
+
+
+class LogChannel(ChannelBase):
+    """Write the message to the ``paramedic`` logger."""
+
+    type: Literal["log"]
+    level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
+
+
+class WebhookChannel(ChannelBase):
+    """POST the notice and its text as JSON; signed with HMAC-SHA256 when ``secret`` is set."""
+
+    type: Literal["webhook"]
+    url: SecretStr
+    secret: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        _http_url(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> WebhookChannel:
+        has_userinfo = "@" in self.url.get_secret_value().partition("://")[2].partition("/")[0]
+        if has_userinfo and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("give credentials either in the URL or in an Authorization header, not both")
+        return self
+
+
+class SlackChannel(ChannelBase):
+    """A Slack incoming webhook (the whole URL is the credential)."""
+
+    type: Literal["slack"]
+    url: SecretStr
+    blocks: bool = False
+    ca_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        _http_url(value.get_secret_value())
+        return value
+
+
+class EmailChannel(ChannelBase):
+    """SMTP: STARTTLS by default (``tls: tls`` for implicit TLS on 465); AUTH only over TLS."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(alias="from", min_length=3)
+    recipients: tuple[str, ...] = Field(alias="to", min_length=1)
+    subject: str | None = None
+    ca_file: str | None = None
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_address(v) for v in value)
+
+    @model_validator(mode="after")
+    def _auth_needs_tls(self) -> EmailChannel:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.username is not None and self.tls == "none":
+            raise ValueError("username/password are only sent over TLS: set tls to starttls or tls")
+        return self
+
+
+def _address(value: str) -> str:
+    if "\r" in value or "\n" in value or "@" not in value:
+        raise ValueError("must be an e-mail address (name@domain)")
+    return value
+
+
+class PagerDutyChannel(ChannelBase):
+    """PagerDuty Events API v2: trigger, acknowledge and resolve one alert per incident."""
+
+    type: Literal["pagerduty"]
+    routing_key: SecretStr
+    url: str = PAGERDUTY_EVENTS_URL
+    source: str = ""
+    ca_file: str | None = None
+
+    @field_validator("routing_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+ChannelSpec = Annotated[
+    LogChannel | WebhookChannel | SlackChannel | EmailChannel | PagerDutyChannel, Field(discriminator="type")
+]
+CHANNEL_TYPES = ("log", "webhook", "slack", "email", "pagerduty")
+
+
+class NotificationSettings(Frozen):
+    """The ``notifications:`` section: channels, how failed deliveries are retried, how long rows are kept."""
+
+    channels: tuple[ChannelSpec, ...] = ()
+    retry: NotifyRetry = NotifyRetry()
+    retention: Duration = 7 * 86400.0
+
+    def channel(self, name: str) -> ChannelBase:
+        """The channel called ``name``; ``KeyError`` if there is none."""
+        for spec in self.channels:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
 class _Top(Frozen):
     """The top-level keys other than ``checks`` (validated per item by their type)."""
 
@@ -146,6 +424,8 @@ class _Top(Frozen):
     server: ServerSettings = ServerSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     state: StateSettings = StateSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +441,9 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     def store_path(self) -> Path:
         """The store file, resolved against the config file's directory."""
@@ -281,6 +564,7 @@ def parse_config(text: str, source: str = "<memory>", env: Mapping[str, str] | N
 
 def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config | None:
     raw_checks = raw.pop("checks", [])
+    notifications = _validate_notifications(raw.pop("notifications", None), problems)
     top: _Top | None = None
     bad_defaults: set[str | int] = set()
     try:
@@ -294,16 +578,19 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
         defaults_raw = {}
     defaults = {k: v for k, v in defaults_raw.items() if k not in bad_defaults}
     checks = _validate_checks(raw_checks, defaults, problems)
-    if top is None or checks is None:
+    if top is None or checks is None or notifications is None:
         return None
     problems.extend(_cross_check(checks, top.runbooks))
+    problems.extend(_check_dependencies(checks))
+    problems.extend(_check_guardrail_names(checks, top))
     problems.extend(_type_steps(top.runbooks))
     if problems:
         return None
     step_params = [step.typed_params for book in top.runbooks for step in book.steps]
-    secrets = collect_secrets((checks, step_params))  # a postgres.terminate DSN, a webhook token...
+    secrets = collect_secrets((checks, step_params, notifications))  # a DSN, a webhook token, a routing key...
     return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
-                  top.store, top.server, top.scheduler, top.state)
+                  top.store, top.server, top.scheduler, top.state,
+                  guardrails=top.guardrails, maintenance=top.maintenance, notifications=notifications)
 
 
 def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:
@@ -348,6 +635,32 @@ def _validate_check(index: int, item: Any, defaults: dict[str, Any], problems: l
         return None
 
 
+_CHANNEL_TAG = re.compile(r"^(notifications\.channels\[\d+\])\.(?:" + "|".join(CHANNEL_TYPES) + r")\b")
+
+
+def _validate_notifications(raw: Any, problems: list[str]) -> NotificationSettings | None:
+    """The ``notifications:`` section, its channel names, and every custom template compiled and tried."""
+    try:
+        settings = NotificationSettings.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        # a channel's errors read notifications.channels[1].url, not ...channels[1].webhook.url
+        problems.extend(_CHANNEL_TAG.sub(r"\1", p) for p in _pydantic_problems(exc, ("notifications",)))
+        return None
+    before = len(problems)
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(settings.channels):
+        if spec.name in seen:
+            problems.append(f"notifications.channels[{index}].name: duplicate channel name {spec.name!r}"
+                            f" (also notifications.channels[{seen[spec.name]}])")
+        seen.setdefault(spec.name, index)
+        subject = spec.subject if isinstance(spec, EmailChannel) else None
+        if spec.templates or subject is not None:
+            from agent.notify.templates import template_problems  # Jinja2 only when a template is set
+
+            problems.extend(template_problems(spec.templates, subject, f"notifications.channels[{index}]"))
+    return settings if len(problems) == before else None
+
+
 def _type_steps(runbooks: tuple[Runbook, ...]) -> list[str]:
     """Validate each step's params against its action's model; attach the typed params."""
     problems: list[str] = []
@@ -385,4 +698,66 @@ def _cross_check(checks: tuple[CheckSpec, ...], runbooks: tuple[Runbook, ...]) -
     return problems
 
 
-__all__ = ["ConditionSpec", "Config", "Defaults", "Runbook", "load_config", "parse_config"]
+def _check_dependencies(checks: tuple[CheckSpec, ...]) -> list[str]:
+    """``depends_on`` names existing checks, never the check itself, and forms no cycle."""
+    index = {c.name: i for i, c in enumerate(checks)}
+    problems = []
+    for i, spec in enumerate(checks):
+        for j, name in enumerate(spec.depends_on):
+            if name == spec.name:
+                problems.append(f"checks[{i}].depends_on[{j}]: a check cannot depend on itself")
+            elif name not in index:
+                problems.append(f"checks[{i}].depends_on[{j}]: no check named {name!r}")
+    if problems:
+        return problems
+    graph = {c.name: c.depends_on for c in checks}
+    reported: set[frozenset[str]] = set()
+    for spec in checks:
+        cycle = _find_cycle(spec.name, graph)
+        if cycle and frozenset(cycle) not in reported and cycle[0] == spec.name:
+            reported.add(frozenset(cycle))
+            path = " -> ".join((*cycle, cycle[0]))
+            problems.append(f"checks[{index[spec.name]}].depends_on: dependency cycle {path}")
+    return problems
+
+
+def _find_cycle(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    """A cycle through ``start`` (as the list of names from ``start``), or None."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return path
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def _check_guardrail_names(checks: tuple[CheckSpec, ...], top: _Top) -> list[str]:
+    """``guardrails.allowed_actions`` names registered actions; maintenance scopes name real checks."""
+    problems = []
+    for j, action in enumerate(top.guardrails.allowed_actions or ()):
+        if action not in ACTION_TYPES:
+            known = ", ".join(sorted(ACTION_TYPES))
+            problems.append(f"guardrails.allowed_actions[{j}]: unknown action {action!r} (known: {known})")
+    names = {c.name for c in checks}
+    for i, window in enumerate(top.maintenance):
+        for j, name in enumerate(window.checks):
+            if name not in names:
+                problems.append(f"maintenance[{i}].checks[{j}]: no check named {name!r}")
+    return problems
+
+
+__all__ = [
+    "ConditionSpec",
+    "Config",
+    "Defaults",
+    "GuardrailSettings",
+    "MaintenanceWindow",
+    "Runbook",
+    "load_config",
+    "parse_config",
+]

@@ -82,6 +82,8 @@ class Daemon:
     #: for the process that runs only the daemon (``paramedic run`` sets it), not for one
     #: that embeds it, since it is process-wide.
     freeze_gc: bool = False
+    #: ``paramedic run --dry-run``: decide and record every runbook step, apply none.
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         self.resources = Resources()
@@ -98,6 +100,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._background: list[asyncio.Task[Any]] = []
         self.events: Any = None  # the Docker event listener, when there are container checks
+        self.remedy: Any = None  # the runbook engine, when the config has runbooks
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,6 +123,7 @@ class Daemon:
         self._background.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
         self._background.append(asyncio.create_task(self._reload_loop(), name="reload"))
         await self._start_events()
+        await self._start_remedy()
         if self.freeze_gc:
             # Imports, config, probes and the HTTP app live as long as the process: out of
             # the cyclic collector's sight, its full collections scan only what probes
@@ -132,6 +136,8 @@ class Daemon:
         LOGGER.info("stopping: waiting for %d probe(s) in flight", self.scheduler.in_flight())
         self.scheduler.stop()
         await sched_task
+        if self.remedy is not None:
+            await self.remedy.drain()  # an action in flight finishes and is journaled
         self._flush_stop.set()
         await flusher  # not cancelled: a batch being written is announced (transitions, hooks)
         await self._shutdown(server)
@@ -259,6 +265,9 @@ class Daemon:
         for t in transitions:
             self._announce(t, latest.get(t.check))
         await self._record_deploys(batch)
+        if self.remedy is not None:
+            for result in batch:
+                self.remedy.on_result(result, self.states.get(result.name))
 
     async def _record_deploys(self, batch: list[Result]) -> None:
         """Remember images of watched containers (rollback needs the previous one)."""
@@ -345,6 +354,8 @@ class Daemon:
         if new.server != self.config.server:
             LOGGER.warning("server.listen changed: takes effect after a restart")
         self.config = new
+        if self.remedy is not None:
+            self.remedy.config = new
         self._apply_redactor()
         assert self.scheduler is not None
         self.scheduler.set_checks({s.name: s.interval for s in new.checks})
@@ -361,6 +372,33 @@ class Daemon:
         server = StatusServer(self)
         await server.start(self.config.server.listen)
         return server
+
+    async def _start_remedy(self) -> None:
+        """Build the runbook engine and reconcile actions a previous run was killed in."""
+        if not self.config.runbooks or self.store is None:
+            return
+        from agent.executor import Executor
+        from agent.remedy import Remedy
+        from remediations.base import ActionContext
+
+        store = self.store
+        context = ActionContext(
+            resources=self.resources, operator_stops=store.operator_stops, image_history=store.image_history,
+            expect_events=self.events.expect if self.events is not None else ActionContext().expect_events,
+        )
+        executor = Executor(store, context, self.config.redactor, self.clock)
+        self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock)
+        await executor.reconcile(self.check_now)
+
+    async def check_now(self, name: str) -> Result:
+        """Run check ``name`` once, outside the schedule; the result joins the pipeline."""
+        slot = self.checks[name]
+        result = await self.runner.run(slot.spec, slot.probe)
+        if self.checks.get(name) is slot:
+            slot.last = result
+            self.metrics.observe_result(result)
+            self._pending.append(result)
+        return result
 
     async def _start_events(self) -> None:
         if not any(s.type == "container" for s in self.config.checks):

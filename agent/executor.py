@@ -149,7 +149,10 @@ class Executor:
         """
         closed = []
         for intent in self.store.open_intents():
-            result = await check_now(intent["check"]) if intent["check"] else None
+            try:
+                result = await check_now(intent["check"]) if intent["check"] else None
+            except KeyError:  # the check is no longer configured
+                result = None
             found = {"check_status": result.status.name if result else None,
                      "check_message": result.message if result else "check no longer configured",
                      "note": "the agent stopped during this action; it was not repeated"}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.conditions import evaluate
+from agent.conditions import CompiledCondition, evaluate
 from agent.durations import format_duration
 from agent.errors import ProbeError, ProbeTimeoutError
 from agent.redact import Redactor
@@ -42,6 +42,25 @@ class ProbeRunner:
     redactor: Redactor = field(default_factory=Redactor)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Any] = asyncio.sleep
+    _conditions: dict[int, tuple[CheckSpec, tuple[CompiledCondition, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def _effective_conditions(self, spec: CheckSpec) -> tuple[CompiledCondition, ...]:
+        """``spec.effective_conditions()``, computed once per spec.
+
+        Specs are frozen, and most build their conditions by compiling text (default
+        conditions, ``expected_status``): 25-40 µs per call, per probe run. The cache keeps
+        the spec itself, so an id is never reused while cached; it is emptied when reloads
+        have filled it with specs that are gone.
+        """
+        hit = self._conditions.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        conditions = spec.effective_conditions()
+        if len(self._conditions) >= 10_000:
+            self._conditions.clear()
+        self._conditions[id(spec)] = (spec, conditions)
+        return conditions
 
     async def run(self, spec: CheckSpec, probe: Probe[Any]) -> Result:
         """One probe run, with ``spec.retries`` attempts; never raises (except cancellation)."""
@@ -126,7 +145,7 @@ class ProbeRunner:
             return failed(Status.UNKNOWN, f"internal error in {spec.type} probe: {type(exc).__name__}: {exc}",
                           "InternalError")
         took = (time.perf_counter() - t0) * 1000
-        code, outcomes, message = evaluate(spec.effective_conditions(), observations)
+        code, outcomes, message = evaluate(self._effective_conditions(spec), observations)
         return Result(
             spec.name, spec.type, Status(code), message, took, observations,
             tuple(ConditionOutcome(c.expr, ok, actual, c.severity) for c, ok, actual in outcomes),

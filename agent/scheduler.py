@@ -5,7 +5,10 @@ check is due and measures *lag*: how late a run started relative to when it was 
 (the event loop being busy, or every in-flight slot taken). Runs are fixed-rate: the
 next due time is the previous due time plus the interval, so a slow probe does not make
 its check drift; a check whose previous run is still going is not started twice — its
-next run starts as soon as that one ends, and the delay shows up as lag.
+next run starts as soon as that one ends, and the delay shows up as lag. A run that
+cannot happen — a second due time passing while one rerun already waits, or the whole
+scheduler more than an interval behind — is counted as skipped (``stats.skipped`` and
+``on_skip``), never silently lost.
 
 ``trigger(name)`` runs a check now (Docker said its container died); a trigger while the
 check is running queues exactly one more run.
@@ -14,7 +17,6 @@ check is running queues exactly one more run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,12 +25,24 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LagStats:
-    """Scheduling lag observations since the last :meth:`drain` (seconds)."""
+    """Scheduling lag observations since the last :meth:`drain` (seconds).
+
+    At most ``limit`` samples are kept (the newest): the daemon never drains them (it
+    reads lag from its histogram), and at a thousand runs a second an unbounded list
+    grew by over 100 MiB an hour.
+    """
 
     samples: list[float] = field(default_factory=list)
     started: int = 0
     late_reruns: int = 0
     skipped: int = 0
+    limit: int = 10_000
+
+    def add(self, lag: float) -> None:
+        """Record one run's lag, dropping the oldest half of the samples when full."""
+        self.samples.append(lag)
+        if len(self.samples) > self.limit:
+            del self.samples[: len(self.samples) - self.limit // 2]
 
     def drain(self) -> list[float]:
         """Return and clear the collected lag samples."""
@@ -50,6 +64,7 @@ class Scheduler:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         on_lag: Callable[[float], None] | None = None,
+        on_skip: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -57,13 +72,15 @@ class Scheduler:
         self._clock = clock or asyncio.get_running_loop().time
         self._rng = rng or random.Random()
         self._on_lag = on_lag
+        self._on_skip = on_skip
         self._intervals: dict[str, float] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, float] = {}
         self._seq = 0
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._rerun: set[str] = set()
-        self._wake = asyncio.Event()
+        # check -> (when its queued rerun was due, whether a scheduled run is in it)
+        self._rerun: dict[str, tuple[float, bool]] = {}
+        self._wake = _Wakeup()
         self._stopping = False
         self.last_tick = self._clock()
         self.stats = LagStats()
@@ -94,7 +111,7 @@ class Scheduler:
         if name not in self._intervals:
             return
         if name in self._running:
-            self._rerun.add(name)
+            self._rerun.setdefault(name, (self._clock(), False))
             return
         self._schedule(name, self._clock())
         self._wake.set()
@@ -114,8 +131,7 @@ class Scheduler:
             delay = self._heap[0][0] - now if self._heap else 1.0
             self._wake.clear()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 1.0))
+                await self._wake.wait(min(delay, 1.0))
             else:
                 await asyncio.sleep(0)
         await self.drain()
@@ -129,31 +145,42 @@ class Scheduler:
             following = due + interval
             if following <= now:  # more than a whole interval behind: skip ahead, and say so
                 missed = int((now - due) // interval)
-                self.stats.skipped += missed
+                self._skip(missed)
                 following = due + (missed + 1) * interval
             self._schedule(name, following)
             if name in self._running:
-                self._rerun.add(name)
+                queued = self._rerun.get(name)
+                if queued is not None and queued[1]:
+                    self._skip(1)  # a scheduled rerun already waits for the run in progress: this one is lost
+                else:  # the rerun (or a trigger's, which it joins) starts when the run in progress ends
+                    self._rerun[name] = (queued[0] if queued is not None else due, True)
                 continue
             self._running[name] = asyncio.create_task(self._one(name, due), name=f"probe:{name}")
+
+    def _skip(self, runs: int) -> None:
+        self.stats.skipped += runs
+        if self._on_skip is not None and runs:
+            self._on_skip(runs)
 
     async def _one(self, name: str, due: float) -> None:
         try:
             while True:
                 async with self._slots:
+                    if self._stopping:
+                        break  # queued for a slot when stop() came: never started, so not in flight
                     lag = max(0.0, self._clock() - due)
-                    self.stats.samples.append(lag)
+                    self.stats.add(lag)
                     self.stats.started += 1
                     if self._on_lag is not None:
                         self._on_lag(lag)
                     await self._run(name)
                 if name not in self._rerun or self._stopping or name not in self._intervals:
                     break
-                self._rerun.discard(name)
+                due, _ = self._rerun.pop(name)  # lag counts from when the rerun was due, not from now
                 self.stats.late_reruns += 1
-                due = self._clock()
         finally:
             self._running.pop(name, None)
+            self._rerun.pop(name, None)
 
     def stop(self) -> None:
         """Stop dispatching; runs in flight are allowed to finish (or time out)."""
@@ -165,3 +192,45 @@ class Scheduler:
         tasks = list(self._running.values())
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Wakeup:
+    """``asyncio.Event`` for one waiter, with a timed wait that costs a future and a timer.
+
+    The dispatch loop sleeps until the next due time about as often as probes start (a
+    thousand times a second with a thousand checks at 1 s); ``wait_for(event.wait())``
+    creates a task each time, which alone was several percent of a core.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self, timeout: float) -> None:
+        """Return when :meth:`set` is called or ``timeout`` seconds pass, whichever is first."""
+        if self._flag:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -64,7 +64,9 @@ class StatusServer:
         return web.Response(text=reason + "\n", status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = self.daemon.metrics.render()
+        # A thousand checks' series take ~0.2 s to render: a slice at a time, so that a
+        # scrape delays probes by a few milliseconds instead of stopping them all at once.
+        body = await self.daemon.metrics.render_async()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def checks(self, request: web.Request) -> web.Response:

@@ -406,6 +406,36 @@ class Store:
         )
         return [{"image": r["image"], "image_id": r["image_id"], "first_seen": r["first_seen"]} for r in rows]
 
+    # ------------------------------------------------------------------ silences
+
+    def add_silence(self, check: str, reason: str, until: float, created_by: str = "") -> int:
+        """Silence ``check`` (no actions) until ``until``; returns the silence id."""
+
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO silences (check_name, reason, created_at, expires_at, created_by) VALUES (?, ?, ?, ?, ?)",
+                (check, reason, self.clock(), until, created_by),
+            )
+            return int(cur.lastrowid or 0)
+
+        value: int = self._tx(work)
+        return value
+
+    def silences(self, active_at: float | None = None) -> list[dict[str, Any]]:
+        """Silences, newest first; only those still active at ``active_at`` when given."""
+        rows = self._query(
+            "SELECT * FROM silences WHERE (? IS NULL OR expires_at > ?) ORDER BY created_at DESC, id DESC",
+            (active_at, active_at),
+        )
+        return [{"id": r["id"], "check": r["check_name"], "reason": r["reason"], "created_at": r["created_at"],
+                 "until": r["expires_at"], "created_by": r["created_by"]} for r in rows]
+
+    def remove_silence(self, silence_id: int) -> bool:
+        """End silence ``silence_id`` now; False if there is no such silence."""
+        value: bool = self._tx(lambda db: bool(db.execute(
+            "DELETE FROM silences WHERE id = ?", (silence_id,)).rowcount))
+        return value
+
     # ------------------------------------------------------------------ the action journal
     #
     # Append-only. An action is two rows: an ``intent`` written before anything changes and
@@ -555,8 +585,16 @@ class Store:
             " WHERE id = ? AND claim = ? AND status = 'pending'", (at, row_id, token))
 
     def outbox_next_due(self) -> float | None:
-        """When the earliest pending row is due (claimed rows: when their lease ends); None if none."""
-        rows = self._query("SELECT MIN(next_attempt_at) AS due FROM outbox WHERE status = 'pending'")
+        """When the earliest claimable row is due (claimed rows: when their lease ends); None if none is pending.
+
+        Rows waiting behind an older row of their channel and incident do not count: they
+        become due when that one is finished, not at their own (past) time.
+        """
+        rows = self._query(
+            "SELECT MIN(o.next_attempt_at) AS due FROM outbox o WHERE o.status = 'pending' AND NOT EXISTS"
+            " (SELECT 1 FROM outbox p WHERE p.channel = o.channel AND p.dedup_key = o.dedup_key"
+            " AND p.status = 'pending' AND p.id < o.id)"
+        )
         due = rows[0]["due"]
         return None if due is None else float(due)
 

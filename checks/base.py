@@ -77,6 +77,7 @@ class CheckSpec(Frozen):
     conditions: tuple[ConditionSpec, ...] = ()
     retries: RetrySpec = RetrySpec()
     description: str = ""
+    depends_on: tuple[str, ...] = ()  # checks whose DOWN makes this one's remediation wait
 
     #: Conditions applied when the config lists none (e.g. ``status_code < 400`` for http).
     default_conditions: ClassVar[tuple[str, ...]] = ()

@@ -1,0 +1,366 @@
+"""The outbox: notifications are written to the store first and sent later, by a dispatcher.
+
+Why an outbox rather than "send, and retry in a loop": the remediation path only ever
+does a local SQLite insert (:meth:`Notifier.notify`), so a receiver that is slow, down or
+misconfigured cannot hold up a restart; and because the row exists before any attempt,
+a notification survives a crash or a restart of the agent while it is pending.
+
+One row per (notice, channel). The row holds the channel's *name* and the notice (with
+the config's secrets masked), never the channel's URL, key or password; its ``last_error``
+is built by the channel from status codes and exception types and masked again.
+
+The :class:`Dispatcher` claims due rows (a compare-and-set on a claim token, so a daemon
+and a cron run sharing the store never send the same row at once), sends each through its
+channel, and then:
+
+* success: ``sent``;
+* a :class:`~agent.notify.channels.DeliveryError`: due again after the next delay of the
+  :class:`RetryPolicy` (tenacity's exponential backoff plus random jitter, capped), or
+  ``failed`` once the attempts are spent: kept, with its last error, and logged;
+* a :class:`~agent.notify.channels.RejectedError` (a 4xx, refused credentials): ``failed``
+  at once, since trying again cannot help.
+
+Tenacity decides *how long* to wait; the outbox *remembers* it (``next_attempt_at``), so
+a backoff is not lost with the process either. Ordering: per channel and incident
+(``dedup_key``), a row is only due once every older row of the pair is sent or failed,
+so a resolution can never overtake its alert. Delivery is at least once: a send cut off
+by a crash (or by the shutdown grace) is sent again, and receivers can de-duplicate on
+``delivery_id`` (webhook) or PagerDuty's ``dedup_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential, wait_random
+
+from agent.config import ChannelBase, NotificationSettings, NotifyRetry
+from agent.durations import format_duration
+from agent.errors import StoreError
+from agent.notify.channels import LOGGER, Channel, DeliveryError, HttpPoster, build_channels
+from agent.notify.templates import Notice
+from agent.redact import Redactor
+from agent.store import OutboxRow, Store
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a failed delivery again: ``initial * 2**(n-1)`` plus up to ``jitter``, at most ``max_delay``."""
+
+    attempts: int = 8
+    initial: float = 5.0
+    max_delay: float = 600.0
+    jitter: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: NotifyRetry) -> RetryPolicy:
+        """The policy of ``notifications.retry``."""
+        return cls(settings.attempts, settings.initial, settings.max_delay, settings.jitter)
+
+    def next_delay(self, attempts_made: int) -> float | None:
+        """Seconds until the next attempt after ``attempts_made`` failed ones; None means give up.
+
+        Pure but for the jitter: tenacity's stop and wait strategies, evaluated on a call
+        state that says how many attempts were made, and nothing slept here.
+        """
+        state = RetryCallState(Retrying(), None, (), {})
+        state.attempt_number = max(1, attempts_made)
+        if stop_after_attempt(self.attempts)(state):
+            return None
+        wait = wait_exponential(multiplier=self.initial, max=self.max_delay) + wait_random(0, self.jitter)
+        return float(min(self.max_delay, wait(state)))
+
+
+class ChannelMasks(Redactor):
+    """The config's redactor, then the channels' own secrets (a token in a webhook URL's path,
+    which a redactor built from whole values would only catch in one piece)."""
+
+    def __init__(self, first: Redactor, secrets: Iterable[str]) -> None:
+        super().__init__(s for s in secrets if len(s) >= 3)
+        self.first = first
+
+    def text(self, value: str) -> str:
+        return super().text(self.first.text(value))
+
+    def data(self, value: Any) -> Any:
+        return super().data(self.first.data(value))
+
+
+class Outbox:
+    """Routes notices to channels and writes one outbox row per channel that takes it."""
+
+    def __init__(self, store: Store, channels: Sequence[ChannelBase], redactor: Redactor | None = None) -> None:
+        self.store = store
+        self.channels = {spec.name: spec for spec in channels}
+        self.redactor = redactor or Redactor()
+
+    def enqueue(self, notice: Notice, channel: str) -> int:
+        """Write ``notice`` for ``channel`` (a configured name); returns the row id. Nothing is sent here."""
+        if channel not in self.channels:
+            raise KeyError(f"no notification channel named {channel!r}")
+        record = self.redactor.data(notice.to_record())
+        return self.store.outbox_add(channel, notice.kind, notice.incident_id, notice.dedup_key, notice.severity,
+                                     json.dumps(record, ensure_ascii=False))
+
+    def route(self, notice: Notice) -> list[int]:
+        """Enqueue ``notice`` for every channel whose severities and kinds take it."""
+        return [self.enqueue(notice, name) for name, spec in self.channels.items()
+                if spec.accepts(notice.severity, notice.kind)]
+
+
+class Dispatcher:
+    """Sends due outbox rows in the background (:meth:`start`/:meth:`stop`) or on demand (:meth:`drain`).
+
+    ``lease``: how long a claimed row is ours; a claimer that died leaves it due again after
+    that (default: twice the slowest channel's timeout plus 30 s).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel[Any]],
+        policy: RetryPolicy | None = None,
+        *,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] | None = None,
+        logger: logging.Logger = LOGGER,
+        poll_interval: float = 5.0,
+        max_in_flight: int = 8,
+        lease: float | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = dict(channels)
+        self.policy = policy or RetryPolicy()
+        self.redactor = redactor or Redactor()
+        self.clock = clock or store.clock
+        self.logger = logger
+        self.poll_interval = poll_interval
+        self.max_in_flight = max_in_flight
+        slowest = max((c.spec.timeout for c in self.channels.values()), default=10.0)
+        self.lease = lease if lease is not None else 2 * slowest + 30.0
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start sending in the background (pending rows from before a restart first)."""
+        if self._runner is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name="notify-dispatcher")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let sends in flight finish for ``grace`` seconds, then hand the rest back."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+            self._runner = None
+        if self._tasks:
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Look for due rows now (safe to call from any thread, or before :meth:`start`)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            claimed = 0
+            try:
+                claimed = await self._fill()
+                due = await asyncio.to_thread(self.store.outbox_next_due)
+            except Exception as exc:  # a locked or broken store: try again at the next poll, never die
+                self.logger.warning("notification outbox: %s", self.redactor.text(f"{type(exc).__name__}: {exc}"))
+                due = None
+            if len(self._tasks) >= self.max_in_flight or due is None:
+                wait = self.poll_interval  # a finished send wakes us
+            else:
+                wait = min(self.poll_interval, max(0.0 if claimed else 0.05, due - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            self._wake.clear()
+
+    async def _fill(self) -> int:
+        free = self.max_in_flight - len(self._tasks)
+        if free <= 0:
+            return 0
+        rows = await asyncio.to_thread(self._claim, free)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row), name=f"notify-{row.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        return len(rows)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.logger.error("notification dispatcher: %s", self.redactor.text(f"{type(exc).__name__}: {exc}"))
+
+    def _claim(self, limit: int) -> list[OutboxRow]:
+        now = self.clock()
+        return self.store.outbox_claim(self.token, now, now + self.lease, limit)
+
+    # ------------------------------------------------------------------ on demand
+
+    async def run_once(self) -> int:
+        """Claim what is due now, send it all, wait for the outcomes; returns how many rows."""
+        rows = await asyncio.to_thread(self._claim, self.max_in_flight)
+        await asyncio.gather(*(self._deliver(row) for row in rows))
+        return len(rows)
+
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Send until nothing is pending (True) or ``timeout`` seconds pass (False), backoffs included.
+
+        For a cron run that opened incidents and for tests; the daemon uses :meth:`start`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            sent = await self.run_once()
+            due = await asyncio.to_thread(self.store.outbox_next_due)
+            if due is None:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, max(0.0 if sent else 0.01, due - self.clock())))
+
+    # ------------------------------------------------------------------ one row
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        try:
+            error, permanent = await self._attempt(row)
+        except asyncio.CancelledError:
+            # shutdown cut the send short: hand the row back (it may have arrived: at least once)
+            self.store.outbox_release(row.id, self.token, self.clock())
+            raise
+        try:
+            await asyncio.to_thread(self._record, row, error, permanent)
+        except StoreError as exc:
+            self.logger.warning("notification %d: cannot record the outcome (%s); it will be sent again",
+                                row.id, self.redactor.text(str(exc)))
+
+    async def _attempt(self, row: OutboxRow) -> tuple[str | None, bool]:
+        """Send one row: ``(None, _)`` on success, else ``(secret-free error, permanent)``."""
+        channel = self.channels.get(row.channel)
+        if channel is None:
+            return f"channel {row.channel!r} is no longer in the config", True
+        try:
+            notice = Notice.from_record(json.loads(row.notice))
+        except (ValueError, TypeError) as exc:
+            return f"stored notice cannot be read: {type(exc).__name__}", True
+        try:
+            await channel.deliver(notice, row.id)
+        except DeliveryError as exc:
+            return self.redactor.text(channel.mask(str(exc))), exc.permanent
+        except Exception as exc:  # a bug or an unexpected library error: logged, retried like any failure
+            return self.redactor.text(channel.mask(f"{type(exc).__name__}: {exc}")), False
+        return None, False
+
+    def _record(self, row: OutboxRow, error: str | None, permanent: bool) -> None:
+        now = self.clock()
+        what = f"notification {row.id} ({row.kind} of incident {row.incident_id}, {row.severity}) via {row.channel}"
+        if error is None:
+            if self.store.outbox_sent(row.id, self.token, now):
+                self.logger.info("%s sent (attempt %d)", what, row.attempts)
+            return
+        delay = None if permanent else self.policy.next_delay(row.attempts)
+        if delay is None:
+            if self.store.outbox_failed(row.id, self.token, now, error):
+                reason = "rejected" if permanent else f"gave up after {row.attempts} attempt(s)"
+                self.logger.error("%s failed, %s: %s", what, reason, error)
+            return
+        if self.store.outbox_retry(row.id, self.token, now + delay, error):
+            self.logger.warning("%s: attempt %d of %d failed: %s; next in %s", what, row.attempts,
+                                self.policy.attempts, error, format_duration(round(delay, 1 if delay >= 1 else 3)))
+
+
+class Notifier:
+    """The notification layer as the incident layer holds it.
+
+    :meth:`notify` only writes outbox rows (fast, local, never raises for a channel's
+    sake); the :class:`Dispatcher` sends them. All HTTP channels share one
+    ``aiohttp.ClientSession`` (``session`` to pass one in; otherwise it is created on
+    first use and closed by :meth:`stop`).
+    """
+
+    def __init__(
+        self,
+        settings: NotificationSettings,
+        store: Store,
+        *,
+        redactor: Redactor | None = None,
+        session: aiohttp.ClientSession | None = None,
+        logger: logging.Logger = LOGGER,
+        clock: Callable[[], float] | None = None,
+        poll_interval: float = 5.0,
+        lease: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.http = HttpPoster(session)
+        self.channels = build_channels(settings, self.http, logger)
+        masks = ChannelMasks(redactor or Redactor(), (s for c in self.channels.values() for s in c.secrets()))
+        self.outbox = Outbox(store, settings.channels, masks)
+        self.dispatcher = Dispatcher(
+            store, self.channels, RetryPolicy.from_settings(settings.retry), redactor=masks, clock=clock,
+            logger=logger, poll_interval=poll_interval, lease=lease,
+        )
+
+    def notify(self, notice: Notice) -> list[int]:
+        """Queue ``notice`` for every channel that takes it; returns the outbox row ids."""
+        ids = self.outbox.route(notice)
+        if ids:
+            self.dispatcher.wake()
+        return ids
+
+    async def start(self) -> None:
+        """Start the background dispatcher."""
+        await self.dispatcher.start()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the dispatcher (in-flight sends get ``grace`` seconds) and close the HTTP session."""
+        await self.dispatcher.stop(grace)
+        await self.http.close()
+
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Send everything pending, retries included, for at most ``timeout`` seconds."""
+        return await self.dispatcher.drain(timeout)
+
+    def prune(self) -> int:
+        """Forget sent and failed rows older than ``notifications.retention``."""
+        return self.store.outbox_prune(self.dispatcher.clock() - self.settings.retention)
+
+
+__all__ = ["ChannelMasks", "Dispatcher", "Notifier", "Outbox", "RetryPolicy"]

@@ -1,0 +1,244 @@
+"""The brain: from a failing check to a runbook step that is allowed, done once, and verified.
+
+For a check that is DOWN (its failures passed ``failure_threshold``), on each CRITICAL
+result while no action runs on its target::
+
+    runbooks.match()            which runbook handles this failure (none: nothing to do)
+    runbooks.next_step()        which rung of its ladder is next (or escalate)
+    executor.prepare()          inspect the target and plan (read only)
+    guardrails.admit()          every policy's verdict, with reasons
+    executor.execute()          journal intent -> apply (or record, if dry-run) -> verify -> journal outcome
+
+A blocked decision is journaled too (``paramedic history`` shows why nothing happened),
+but only when its reasons change, so a check that stays DOWN behind a cooldown does not
+fill the journal with one line per probe. ``plan_only`` is the audit: everything up to
+and including the guardrails, nothing written, nothing changed.
+
+The ladder position and the actions in flight are kept in memory; the journal (in the
+store) is what budgets, cooldowns and backoff count, so they survive restarts and are
+shared by ``paramedic run`` and ``paramedic check --remediate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent import guardrails, runbooks
+from agent.config import Config, Runbook
+from agent.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared
+from agent.logs import LOGGER
+from agent.results import Result, Status
+from agent.schedule_windows import active_windows
+from agent.state import CheckState, Health
+from agent.store import Store
+from remediations.base import Verification, resolve_target, verify
+
+PAUSE_FLAG = "pause"
+CheckRunner = Callable[[str], Awaitable[Result]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the agent would do about one failing check, and whether it may (audit's row)."""
+
+    check: str
+    status: Status
+    runbook: Runbook | None
+    choice: runbooks.StepChoice | runbooks.Escalate | None
+    prepared: Prepared | None
+    admission: guardrails.Admission | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape for ``paramedic audit --output json``."""
+        choice: dict[str, Any] | None = None
+        if isinstance(self.choice, runbooks.StepChoice):
+            choice = {"step": self.choice.number, "action": self.choice.step.action, "reason": self.choice.reason}
+        elif isinstance(self.choice, runbooks.Escalate):
+            choice = {"escalate": self.choice.reason}
+        return {
+            "check": self.check, "status": self.status.name,
+            "runbook": self.runbook.name if self.runbook else None,
+            "severity": self.runbook.severity if self.runbook else None,
+            "choice": choice,
+            "target": self.prepared.target.key if self.prepared else None,
+            "plan": self.prepared.plan.as_dict() if self.prepared else None,
+            "admission": self.admission.as_dict() if self.admission else None,
+        }
+
+
+class Remedy:
+    """Applies runbooks to DOWN checks inside the guardrails. One per agent process."""
+
+    def __init__(self, config: Config, store: Store, executor: Executor, run_check: CheckRunner,
+                 dry_run: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.run_check = run_check
+        self.dry_run = dry_run
+        self.clock = clock
+        self._ladders: dict[tuple[str, str], runbooks.LadderPosition] = {}
+        self._last_verified: dict[tuple[str, str], bool | None] = {}
+        self._running: dict[str, guardrails.RunningAction] = {}
+        self._last_blocked: dict[tuple[str, str], str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ the daemon's entry points
+
+    def on_result(self, result: Result, state: CheckState | None) -> None:
+        """Called for each stored result: start a remediation task when one is due."""
+        if state is None:
+            return
+        if state.visible is Health.OK:
+            self._maybe_reset(result.name, state)
+            return
+        if state.health is not Health.DOWN or result.status is not Status.CRITICAL:
+            return
+        task = asyncio.create_task(self.handle(result, state), name=f"remedy:{result.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for remediations in flight (SIGTERM: let them finish, nothing half-done)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _maybe_reset(self, check: str, state: CheckState) -> None:
+        healthy_for = self.config.guardrails.per_target.reset_after
+        for key, position in list(self._ladders.items()):
+            if check in self._checks_of(position.runbook):
+                self._ladders[key] = runbooks.after_health(position, state, self.clock(), healthy_for)
+
+    def _checks_of(self, runbook: str) -> set[str]:
+        book = next((b for b in self.config.runbooks if b.name == runbook), None)
+        return set(book.match.checks) if book else set()
+
+    # ------------------------------------------------------------------ one decision
+
+    async def propose(self, result: Result, state: CheckState | None) -> Proposal:
+        """Everything up to the guardrails' verdict; reads only (this is the audit)."""
+        spec = self.config.check(result.name)
+        book = runbooks.match(self.config.runbooks, spec, result.status)
+        if book is None:
+            return Proposal(result.name, result.status, None, None, None, None)
+        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        key = (book.name, key_target)
+        position = self._ladders.get(key) or runbooks.start(book, key_target)
+        choice = runbooks.next_step(book, position, self._last_verified.get(key))
+        if isinstance(choice, runbooks.Escalate):
+            return Proposal(result.name, result.status, book, choice, None, None)
+        prepared = await self.executor.prepare(spec, book, choice.index)
+        situation = await asyncio.to_thread(self._situation, prepared, result, state)
+        return Proposal(result.name, result.status, book, choice, prepared,
+                        guardrails.admit(self.config.guardrails, situation))
+
+    async def handle(self, result: Result, state: CheckState) -> Execution | None:
+        """Decide and, if allowed, act on one CRITICAL result of a DOWN check."""
+        spec = self.config.check(result.name)
+        book = runbooks.match(self.config.runbooks, spec, result.status)
+        if book is None:
+            return None
+        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        if key_target in self._running:
+            return None  # one action at a time per target; this result changes nothing
+        proposal = await self.propose(result, state)
+        key = (book.name, key_target)
+        if isinstance(proposal.choice, runbooks.Escalate):
+            self._escalate_once(key, proposal.choice.reason, result)
+            return None
+        prepared, admission = proposal.prepared, proposal.admission
+        if prepared is None or admission is None:
+            return None
+        decisions = [d.as_dict() for d in admission.decisions]
+        if not admission.allowed:
+            self._record_block(key, prepared, admission, decisions)
+            return None
+        self._last_blocked.pop(key, None)
+        return await self._act(key, prepared, admission, decisions, proposal)
+
+    async def _act(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
+                   decisions: list[dict[str, Any]], proposal: Proposal) -> Execution:
+        step, check = prepared.step, prepared.check
+        target = prepared.target.key
+        self._running[target] = guardrails.RunningAction(target, step.action, self.clock())
+        try:
+            execution = await self.executor.execute(
+                prepared, decisions, dry_run=admission.dry_run or self.dry_run,
+                verify=lambda: self._verify(check.name, check.success_threshold, step.verify_for),
+            )
+        finally:
+            self._running.pop(target, None)
+        choice = proposal.choice
+        assert isinstance(choice, runbooks.StepChoice)
+        position = self._ladders.get(key) or runbooks.start(prepared.runbook, key[1])
+        if execution.outcome in ("ok", "failed", "dry-run"):
+            self._ladders[key] = runbooks.took_step(position, choice, self.clock())
+            self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
+        LOGGER.warning("runbook %s step %d on %s: %s", prepared.runbook.name, choice.number, target, execution.outcome,
+                       extra={"runbook": prepared.runbook.name, "target": target, "outcome": execution.outcome})
+        return execution
+
+    async def _verify(self, check: str, success_threshold: int, deadline: float) -> Verification:
+        spec = self.config.check(check)
+        return await verify(lambda: self.run_check(check), success_threshold, deadline,
+                            interval_s=min(spec.interval, 1.0))
+
+    def _record_block(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
+                      decisions: list[dict[str, Any]]) -> None:
+        reasons = "; ".join(f"{d.policy}" for d in admission.blocked)
+        if self._last_blocked.get(key) == reasons:
+            return  # same block as last time: already journaled
+        self._last_blocked[key] = reasons
+        self.executor.record_blocked(prepared, decisions, admission.dry_run or self.dry_run)
+        LOGGER.warning("runbook %s on %s blocked: %s", prepared.runbook.name, prepared.target.key, admission.reason)
+        if admission.escalate:
+            self._escalate_once(key, admission.reason, None)
+
+    def _escalate_once(self, key: tuple[str, str], reason: str, result: Result | None) -> None:
+        position = self._ladders.get(key)
+        if position is not None and position.exhausted:
+            return
+        base = position or runbooks.LadderPosition(key[0], key[1])
+        self._ladders[key] = runbooks.escalated(base)
+        LOGGER.error("ESCALATE runbook %s on %s: %s", key[0], key[1], reason,
+                     extra={"runbook": key[0], "target": key[1], "escalation": reason})
+
+    # ------------------------------------------------------------------ the situation
+
+    def _situation(self, prepared: Prepared, result: Result, state: CheckState | None) -> guardrails.Situation:
+        """Everything the policies look at, read from the store and config (runs in a thread)."""
+        now = self.clock()
+        settings = self.config.guardrails
+        spec, target = prepared.check, prepared.target
+        states = self.store.states()
+        health = state.visible if state is not None else Health.OK
+        need = guardrails.history_need(settings, now, None)
+        entries = self.store.journal(limit=10_000, since=min(need.since_all, now - settings.per_target.window))
+        history = tuple(
+            guardrails.PastAction(e["at"], e["target"], e["action"], e["outcome"] or "interrupted", e["dry_run"])
+            for e in reversed(entries) if (e["outcome"] or "interrupted") in APPLIED_OUTCOMES | {"dry-run"}
+        )
+        pause = self.store.flag(PAUSE_FLAG)
+        deps = tuple(
+            guardrails.Dependency(name, states[name].visible if name in states else Health.OK)
+            for name in spec.depends_on
+        )
+        silences = tuple(guardrails.Silence(s["check"], s["until"], s["reason"], s["created_by"])
+                         for s in self.store.silences(now))
+        stops = self.store.operator_stops()
+        stopped = bool(target.container and target.container in stops)
+        return guardrails.Situation(
+            now=now, check=spec.name, status=result.status, health=health, action=prepared.step.action,
+            target=target.key, runbook=prepared.runbook.name, runbook_dry_run=prepared.runbook.dry_run,
+            step=prepared.step_index, needs_approval=prepared.step.needs_approval, check_tags=spec.tags,
+            groups=guardrails.check_groups(spec, target), history=history,
+            running=tuple(self._running.values()),
+            members=guardrails.members_of(self.config.checks, states),
+            operator_stopped=stopped, depends_on=deps, silences=silences,
+            maintenance=active_windows(self.config.maintenance, now),
+            paused=bool(pause), pause_reason=(pause or {}).get("reason", "") if isinstance(pause, dict) else "",
+        )
