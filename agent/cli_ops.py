@@ -149,7 +149,34 @@ def build(load: Loader, config_option: Callable[[Any], Any]) -> list[click.Comma
         for e in entries:
             click.echo(_history_line(e))
 
-    return [pause, resume, silence, history]
+    def decide(status: str) -> click.Command:
+        verb = "approve" if status == "approved" else "reject"
+
+        @click.command(verb, help=f"{verb.capitalize()} a pending remediation step (its id is in the log, "
+                                  "`paramedic history` and the approval message). Approving lets the step run "
+                                  "at the agent's next decision, guardrails permitting; rejecting escalates.")
+        @config_option
+        @click.argument("request_id", type=int)
+        def command(config_path: str | None, request_id: int) -> None:
+            _, store = _open(load, config_path)
+            try:
+                entry = next((e for e in store.journal(limit=10_000) if e["id"] == request_id), None)
+                if entry is None or entry["outcome"] != "pending-approval":
+                    click.echo(f"no pending approval request {request_id}", err=True)
+                    sys.exit(2)
+                earlier = store.flag(f"approval:{request_id}")
+                if earlier:
+                    click.echo(f"request {request_id} was already {earlier['status']} by {earlier['by']}", err=True)
+                    sys.exit(2)
+                store.set_flag(f"approval:{request_id}", {"status": status, "by": _user(), "at": time.time()})
+            finally:
+                store.close()
+            click.echo(f"request {request_id} {status}: {entry['action']} {entry['target']} "
+                       f"(runbook {entry['runbook']}, step {entry['step'] + 1})")
+
+        return command
+
+    return [pause, resume, silence, history, decide("approved"), decide("rejected")]
 
 
 def _history_line(e: dict[str, Any]) -> str:

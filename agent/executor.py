@@ -112,6 +112,12 @@ class Executor:
         self._outcome(intent, "blocked", {"reasons": blockers})
         return Execution(intent, "blocked", p.plan)
 
+    def request_approval(self, p: Prepared, decisions: Sequence[Mapping[str, Any]], dry_run: bool) -> int:
+        """Journal a pending approval request for this step; its id is what `paramedic approve` takes."""
+        intent = self._intent(p, dry_run, decisions)
+        self._outcome(intent, "pending-approval", {"reason": f"{p.plan.summary}: needs approval"})
+        return intent
+
     async def execute(
         self,
         p: Prepared,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import guardrails, runbooks
-from agent.config import Config, Runbook
+from agent.config import Config, GuardrailSettings, Runbook
 from agent.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared
 from agent.logs import LOGGER
 from agent.results import Result, Status
@@ -38,6 +38,8 @@ from agent.store import Store
 from remediations.base import Verification, resolve_target, verify
 
 PAUSE_FLAG = "pause"
+APPROVAL_FLAG = "approval:"
+RESET_FLAG = "reset:"  # + target key: when the target's counters last reset (a healthy period)
 CheckRunner = Callable[[str], Awaitable[Result]]
 
 
@@ -86,6 +88,7 @@ class Remedy:
         self._running: dict[str, guardrails.RunningAction] = {}
         self._last_blocked: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._busy: set[str] = set()  # targets with a decision or action in progress in this process
 
     # ------------------------------------------------------------------ the daemon's entry points
 
@@ -108,10 +111,16 @@ class Remedy:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _maybe_reset(self, check: str, state: CheckState) -> None:
+        """A check healthy for ``reset_after``: its ladders restart and its targets' counters reset."""
+        now = self.clock()
+        if not guardrails.counters_reset(state, now, self.config.guardrails):
+            return
         healthy_for = self.config.guardrails.per_target.reset_after
         for key, position in list(self._ladders.items()):
             if check in self._checks_of(position.runbook):
-                self._ladders[key] = runbooks.after_health(position, state, self.clock(), healthy_for)
+                self._ladders[key] = runbooks.after_health(position, state, now, healthy_for)
+                if self.store.flag(RESET_FLAG + key[1]) is None or position != self._ladders[key]:
+                    self.store.set_flag(RESET_FLAG + key[1], now)
 
     def _checks_of(self, runbook: str) -> set[str]:
         book = next((b for b in self.config.runbooks if b.name == runbook), None)
@@ -134,7 +143,7 @@ class Remedy:
         prepared = await self.executor.prepare(spec, book, choice.index)
         situation = await asyncio.to_thread(self._situation, prepared, result, state)
         return Proposal(result.name, result.status, book, choice, prepared,
-                        guardrails.admit(self.config.guardrails, situation))
+                        guardrails.admit(self._settings(), situation))
 
     async def handle(self, result: Result, state: CheckState) -> Execution | None:
         """Decide and, if allowed, act on one CRITICAL result of a DOWN check."""
@@ -143,8 +152,15 @@ class Remedy:
         if book is None:
             return None
         key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
-        if key_target in self._running:
-            return None  # one action at a time per target; this result changes nothing
+        if key_target in self._busy:
+            return None  # one decision at a time per target; this result changes nothing
+        self._busy.add(key_target)
+        try:
+            return await self._decide(book, key_target, result, state)
+        finally:
+            self._busy.discard(key_target)
+
+    async def _decide(self, book: Runbook, key_target: str, result: Result, state: CheckState) -> Execution | None:
         proposal = await self.propose(result, state)
         key = (book.name, key_target)
         if isinstance(proposal.choice, runbooks.Escalate):
@@ -154,6 +170,13 @@ class Remedy:
         if prepared is None or admission is None:
             return None
         decisions = [d.as_dict() for d in admission.decisions]
+        if admission.request_approval:
+            request = self.executor.request_approval(prepared, decisions, admission.dry_run or self.dry_run)
+            LOGGER.error("APPROVAL NEEDED for runbook %s step %d on %s: %s — `paramedic approve %d` or "
+                         "`paramedic reject %d`", book.name, prepared.step_index + 1, key_target,
+                         prepared.plan.summary, request, request,
+                         extra={"runbook": book.name, "target": key_target, "approval_id": request})
+            return None
         if not admission.allowed:
             self._record_block(key, prepared, admission, decisions)
             return None
@@ -212,16 +235,25 @@ class Remedy:
     def _situation(self, prepared: Prepared, result: Result, state: CheckState | None) -> guardrails.Situation:
         """Everything the policies look at, read from the store and config (runs in a thread)."""
         now = self.clock()
-        settings = self.config.guardrails
+        settings = self._settings()
         spec, target = prepared.check, prepared.target
         states = self.store.states()
         health = state.visible if state is not None else Health.OK
-        need = guardrails.history_need(settings, now, None)
-        entries = self.store.journal(limit=10_000, since=min(need.since_all, now - settings.per_target.window))
+        reset_at = self.store.flag(RESET_FLAG + target.key)
+        need = guardrails.history_need(settings, now, reset_at if isinstance(reset_at, float | int) else None)
+        entries = {e["id"]: e for e in self.store.journal(limit=10_000, since=need.since_all)}
+        entries.update((e["id"], e) for e in self.store.journal(limit=10_000, target=target.key,
+                                                                 since=need.since_target))
         history = tuple(
             guardrails.PastAction(e["at"], e["target"], e["action"], e["outcome"] or "interrupted", e["dry_run"])
-            for e in reversed(entries) if (e["outcome"] or "interrupted") in APPLIED_OUTCOMES | {"dry-run"}
+            for e in sorted(entries.values(), key=lambda e: (e["at"], e["id"]))
+            if (e["outcome"] or "interrupted") in APPLIED_OUTCOMES | {"dry-run"}
         )
+        running = dict(self._running)
+        for intent in self.store.open_intents():  # another process (cron --remediate, a second agent)
+            if now - intent["at"] < 3600 and intent["target"] not in running:
+                running[intent["target"]] = guardrails.RunningAction(intent["target"], intent["action"], intent["at"])
+        approval = self._approval(prepared)
         pause = self.store.flag(PAUSE_FLAG)
         deps = tuple(
             guardrails.Dependency(name, states[name].visible if name in states else Health.OK)
@@ -236,9 +268,38 @@ class Remedy:
             target=target.key, runbook=prepared.runbook.name, runbook_dry_run=prepared.runbook.dry_run,
             step=prepared.step_index, needs_approval=prepared.step.needs_approval, check_tags=spec.tags,
             groups=guardrails.check_groups(spec, target), history=history,
-            running=tuple(self._running.values()),
-            members=guardrails.members_of(self.config.checks, states),
+            running=tuple(running.values()),
+            members=guardrails.members_of(self.config.checks, states, self._target_keys()),
             operator_stopped=stopped, depends_on=deps, silences=silences,
             maintenance=active_windows(self.config.maintenance, now),
             paused=bool(pause), pause_reason=(pause or {}).get("reason", "") if isinstance(pause, dict) else "",
+            approval=approval[0], approval_requested_at=approval[1], approval_by=approval[2],
         )
+
+    def _settings(self) -> GuardrailSettings:
+        """The configured guardrails; with ``run --dry-run`` every decision is a dry-run one."""
+        settings = self.config.guardrails
+        return settings.model_copy(update={"dry_run": True}) if self.dry_run else settings
+
+    def _target_keys(self) -> dict[str, str]:
+        """Each container check's target key, so several checks of one container count once."""
+        from remediations.base import Params
+
+        return {c.name: resolve_target(Params(), c).key for c in self.config.checks if c.type == "container"}
+
+    def _approval(self, prepared: Prepared) -> tuple[guardrails.ApprovalStatus, float | None, str]:
+        """The live approval request for this step (newer than its last execution), if any."""
+        if not prepared.step.needs_approval:
+            return "none", None, ""
+        for entry in self.store.journal(limit=200, target=prepared.target.key):
+            if entry["runbook"] != prepared.runbook.name or entry["step"] != prepared.step_index:
+                continue
+            if entry["outcome"] == "blocked":
+                continue  # a decision while waiting: the request still stands
+            if entry["outcome"] != "pending-approval":
+                return "none", None, ""  # executed (or blocked) since the last request: ask again
+            decision = self.store.flag(f"{APPROVAL_FLAG}{entry['id']}")
+            if isinstance(decision, dict) and decision.get("status") in ("approved", "rejected"):
+                return decision["status"], entry["at"], str(decision.get("by", ""))
+            return "pending", entry["at"], ""
+        return "none", None, ""
