@@ -212,9 +212,10 @@ def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
 
 
 def _register_ops() -> None:
+    from agent.cli_incidents import build as build_incidents
     from agent.cli_ops import build
 
-    for command in build(_load, config_option):
+    for command in [*build(_load, config_option), *build_incidents(_load, config_option)]:
         cli.add_command(command)
 
 

@@ -235,6 +235,64 @@ class MaintenanceWindow(Frozen):
         return value
 
 
+# --------------------------------------------------------------------------- incidents
+
+#: ``incidents.response_times`` value meaning the seed's "Next business day".
+NEXT_BUSINESS_DAY: Literal["next-business-day"] = "next-business-day"
+ResponseTime = float | Literal["next-business-day"]
+#: The seed's escalation matrix: SEV-1 5 minutes, SEV-2 15 minutes, SEV-3 1 hour, SEV-4 next business day.
+DEFAULT_RESPONSE_TIMES: dict[SevLevel, ResponseTime] = {
+    "SEV-1": 300.0, "SEV-2": 900.0, "SEV-3": 3600.0, "SEV-4": NEXT_BUSINESS_DAY}
+
+
+class EvidenceSettings(Frozen):
+    """What the read-only collectors gather when an incident opens (docs/incidents.md)."""
+
+    enabled: bool = True
+    log_lines: int = Field(default=100, ge=0, le=5000)
+    max_chars: int = Field(default=8000, ge=200, le=200_000)  # per collector, after scrubbing
+    timeout: Duration = 5.0  # per collector
+    prometheus_queries: int = Field(default=10, ge=0, le=100)  # at most this many prometheus checks' queries
+
+
+class IncidentSettings(Frozen):
+    """The ``incidents:`` section: response times per severity, reminders, evidence, message fields.
+
+    A response time is a duration or ``next-business-day`` (the seed's SEV-4: 09:00 on the
+    next Monday-to-Friday day in ``timezone``, from ``business_day_start``).
+    """
+
+    response_times: dict[SevLevel, Duration | Literal["next-business-day"]] = Field(
+        default_factory=lambda: dict(DEFAULT_RESPONSE_TIMES))
+    reminder_interval: Duration = 4 * 3600.0
+    business_day_start: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+    service: str = ""  # the notices' Service: line; empty: the runbook's target
+    owner: str = "paramedic"
+    evidence: EvidenceSettings = EvidenceSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from agent.schedule_windows import validate_timezone
+        return validate_timezone(value)
+
+    @field_validator("reminder_interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("reminder_interval must be greater than 0")
+        return value
+
+    def response_time(self, severity: str) -> ResponseTime:
+        """The configured response time of ``severity`` (the seed's matrix for one not set)."""
+        for times in (self.response_times, DEFAULT_RESPONSE_TIMES):
+            for level, value in times.items():
+                if level == severity:
+                    return value
+        return 3600.0
+
+
 # --------------------------------------------------------------------------- notifications
 
 NoticeKind = Literal["initial", "update", "resolution", "reminder", "escalation", "ack"]
@@ -426,6 +484,7 @@ class _Top(Frozen):
     state: StateSettings = StateSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    incidents: IncidentSettings = IncidentSettings()
 
 
 @dataclass(frozen=True)
@@ -444,6 +503,7 @@ class Config:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
 
     def store_path(self) -> Path:
         """The store file, resolved against the config file's directory."""
@@ -590,7 +650,8 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
     secrets = collect_secrets((checks, step_params, notifications))  # a DSN, a webhook token, a routing key...
     return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
                   top.store, top.server, top.scheduler, top.state,
-                  guardrails=top.guardrails, maintenance=top.maintenance, notifications=notifications)
+                  guardrails=top.guardrails, maintenance=top.maintenance, notifications=notifications,
+                  incidents=top.incidents)
 
 
 def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:

@@ -30,10 +30,10 @@ from agent.deploys import image_records
 from agent.errors import ConfigError, StoreError
 from agent.logs import LOGGER, RedactingFilter
 from agent.metrics import Metrics
-from agent.results import Result
+from agent.results import Result, Status
 from agent.runner import ProbeRunner, build_probe
 from agent.scheduler import Scheduler
-from agent.state import CheckState, Thresholds, Transition
+from agent.state import CheckState, Health, Thresholds, Transition
 from agent.store import Retention, Store
 from checks.base import CheckSpec, Probe, Resources
 
@@ -101,6 +101,7 @@ class Daemon:
         self._background: list[asyncio.Task[Any]] = []
         self.events: Any = None  # the Docker event listener, when there are container checks
         self.remedy: Any = None  # the runbook engine, when the config has runbooks
+        self.incidents: Any = None  # the incident layer (agent.incident_wiring), with the runbook engine
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +158,8 @@ class Daemon:
         if self.events is not None:
             await self.events.stop()
         await self._flush()
+        if self.incidents is not None:
+            await self.incidents.stop()  # after the last flush: its notices are queued first
         for slot in self.checks.values():
             await slot.probe.close()
         await self.resources.close()
@@ -205,6 +208,19 @@ class Daemon:
         slot.last = result
         self.metrics.observe_result(result)
         self._pending.append(result)
+        if result.status is Status.CRITICAL:
+            self._retry_soon(slot.spec)
+
+    def _retry_soon(self, spec: CheckSpec) -> None:
+        """After a failure that does not make the check DOWN yet, run it again after its
+        ``retry_interval`` rather than a whole interval later (the state is the last flushed one)."""
+        state = self.states.get(spec.name)
+        if state is not None and state.health not in (Health.OK, Health.FAILING):
+            return  # DOWN already, or RECOVERING (one failure makes it DOWN): the interval is right
+        if (state.failures if state is not None else 0) + 1 >= spec.failure_threshold:
+            return  # this failure makes it DOWN
+        if self.scheduler is not None:
+            self.scheduler.retry_soon(spec.name, spec.retry_delay)
 
     def submit(self, result: Result) -> None:
         """Take a result that did not come from a probe run (a Docker event) into the pipeline."""
@@ -315,6 +331,11 @@ class Daemon:
                     await asyncio.to_thread(self.store.prune, retention)
                 except StoreError as exc:
                     LOGGER.error("pruning results failed: %s", exc)
+                if self.incidents is not None:
+                    try:
+                        await asyncio.to_thread(self.incidents.prune)
+                    except StoreError as exc:
+                        LOGGER.error("pruning the notification outbox failed: %s", exc)
 
     # ------------------------------------------------------------------ reload
 
@@ -356,6 +377,8 @@ class Daemon:
         self.config = new
         if self.remedy is not None:
             self.remedy.config = new
+        if self.incidents is not None:
+            self.incidents.reconfigure(new)
         self._apply_redactor()
         assert self.scheduler is not None
         self.scheduler.set_checks({s.name: s.interval for s in new.checks})
@@ -388,6 +411,9 @@ class Daemon:
         )
         executor = Executor(store, context, self.config.redactor, self.clock)
         self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock)
+        from agent.incident_wiring import start as start_incidents
+
+        self.incidents = await start_incidents(self)
         await executor.reconcile(self.check_now)
 
     async def check_now(self, name: str) -> Result:

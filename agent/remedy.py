@@ -31,6 +31,7 @@ from agent import guardrails, runbooks
 from agent.config import Config, GuardrailSettings, Runbook
 from agent.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared
 from agent.logs import LOGGER
+from agent.remedy_events import NO_EVENTS, RemedyEvents
 from agent.results import Result, Status
 from agent.schedule_windows import active_windows
 from agent.state import CheckState, Health
@@ -74,6 +75,9 @@ class Proposal:
 
 class Remedy:
     """Applies runbooks to DOWN checks inside the guardrails. One per agent process."""
+
+    #: Told of each action, block, approval request and escalation (the daemon sets the incident layer).
+    events: RemedyEvents = NO_EVENTS
 
     def __init__(self, config: Config, store: Store, executor: Executor, run_check: CheckRunner,
                  dry_run: bool = False, clock: Callable[[], float] = time.time) -> None:
@@ -176,6 +180,7 @@ class Remedy:
                          "`paramedic reject %d`", book.name, prepared.step_index + 1, key_target,
                          prepared.plan.summary, request, request,
                          extra={"runbook": book.name, "target": key_target, "approval_id": request})
+            self.events.approval_needed(prepared, request)
             return None
         if not admission.allowed:
             self._record_block(key, prepared, admission, decisions)
@@ -203,6 +208,7 @@ class Remedy:
             self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
         LOGGER.warning("runbook %s step %d on %s: %s", prepared.runbook.name, choice.number, target, execution.outcome,
                        extra={"runbook": prepared.runbook.name, "target": target, "outcome": execution.outcome})
+        self.events.action(prepared, execution)
         return execution
 
     async def _verify(self, check: str, success_threshold: int, deadline: float) -> Verification:
@@ -218,6 +224,7 @@ class Remedy:
         self._last_blocked[key] = reasons
         self.executor.record_blocked(prepared, decisions, admission.dry_run or self.dry_run)
         LOGGER.warning("runbook %s on %s blocked: %s", prepared.runbook.name, prepared.target.key, admission.reason)
+        self.events.blocked(prepared, admission)
         if admission.escalate:
             self._escalate_once(key, admission.reason, None)
 
@@ -229,6 +236,7 @@ class Remedy:
         self._ladders[key] = runbooks.escalated(base)
         LOGGER.error("ESCALATE runbook %s on %s: %s", key[0], key[1], reason,
                      extra={"runbook": key[0], "target": key[1], "escalation": reason})
+        self.events.escalated(key[0], key[1], reason)
 
     # ------------------------------------------------------------------ the situation
 

@@ -136,6 +136,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
     CREATE INDEX outbox_order ON outbox (channel, dedup_key, status, id)
     """,
+    # 3: incidents (agent.incidents): the opening check, escalation/reminder/ack bookkeeping,
+    # at most one unresolved incident per dedup key, and each incident's timeline.
+    """
+    ALTER TABLE incidents ADD COLUMN check_name TEXT;
+    ALTER TABLE incidents ADD COLUMN escalated_at REAL;
+    ALTER TABLE incidents ADD COLUMN reminded_at REAL;
+    ALTER TABLE incidents ADD COLUMN acked_by TEXT;
+    CREATE UNIQUE INDEX incidents_one_open ON incidents (dedup_key) WHERE status = 'open';
+    CREATE TABLE incident_events (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incident_events_by_incident ON incident_events (incident_id, id)
+    """,
 )
 
 
@@ -611,6 +629,108 @@ class Store:
         value: int = self._tx(lambda db: db.execute(
             "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND finished_at < ?", (before,)).rowcount)
         return value
+
+
+    # ------------------------------------------------------------------ incidents
+    #
+    # One row per incident; at most one with status 'open' per dedup key (a unique partial
+    # index), so a daemon and a cron run can never open the same incident twice. Every
+    # change is also an event in ``incident_events`` (the timeline of the report).
+
+    def incident_open(self, *, dedup_key: str, runbook: str | None, target: str | None, check: str | None,
+                      severity: str, at: float, data: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The open incident for ``dedup_key``, or a new one; ``(incident, created)``."""
+
+        def work(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            row = db.execute("SELECT * FROM incidents WHERE dedup_key = ? AND status = 'open'", (dedup_key,)).fetchone()
+            if row is not None:
+                return _incident(row), False
+            cur = db.execute(
+                "INSERT INTO incidents (dedup_key, runbook, target, check_name, severity, status, opened_at,"
+                " updated_at, data) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+                (dedup_key, runbook, target, check, severity, at, at, json.dumps(data, default=str)),
+            )
+            row = db.execute("SELECT * FROM incidents WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return _incident(row), True
+
+        value: tuple[dict[str, Any], bool] = self._tx(work)
+        return value
+
+    def incident(self, incident_id: int) -> dict[str, Any] | None:
+        """Incident ``incident_id``, or None."""
+        rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return _incident(rows[0]) if rows else None
+
+    def open_incident(self, dedup_key: str) -> dict[str, Any] | None:
+        """The open incident for ``dedup_key``, or None."""
+        rows = self._query("SELECT * FROM incidents WHERE dedup_key = ? AND status = 'open'", (dedup_key,))
+        return _incident(rows[0]) if rows else None
+
+    def incidents(self, include_resolved: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+        """Incidents, newest first; only open ones unless ``include_resolved``."""
+        rows = self._query(
+            "SELECT * FROM incidents WHERE (? OR status = 'open') ORDER BY opened_at DESC, id DESC LIMIT ?",
+            (int(include_resolved), limit),
+        )
+        return [_incident(r) for r in rows]
+
+    def incident_set(self, incident_id: int, at: float, *, only_open: bool = True, only_null: str | None = None,
+                     **columns: Any) -> bool:
+        """Set ``columns`` (and ``updated_at``) of an incident, compare-and-set style.
+
+        ``only_open``: only while it is open; ``only_null``: only while that column is NULL
+        (so two processes acknowledging or resolving at once change it once). True if changed.
+        """
+        allowed = {"status", "severity", "acked_at", "acked_by", "resolved_at", "escalated_at", "reminded_at", "data"}
+        if not set(columns) <= allowed or (only_null is not None and only_null not in allowed):
+            raise ValueError(f"cannot set incident columns {sorted(set(columns) - allowed)}")
+        values = [json.dumps(v, default=str) if k == "data" else v for k, v in columns.items()]
+        sets = ", ".join([*(f"{k} = ?" for k in columns), "updated_at = ?"])
+        where = "id = ?" + (" AND status = 'open'" if only_open else "") + (
+            f" AND {only_null} IS NULL" if only_null else "")
+        value: bool = self._tx(lambda db: db.execute(
+            f"UPDATE incidents SET {sets} WHERE {where}", (*values, at, incident_id)).rowcount == 1)  # noqa: S608
+        return value
+
+    def incident_event(self, incident_id: int, at: float, kind: str, summary: str,
+                       data: Mapping[str, Any] | None = None) -> int:
+        """Append an event to the incident's timeline; returns the event id."""
+
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO incident_events (incident_id, at, kind, summary, data) VALUES (?, ?, ?, ?, ?)",
+                (incident_id, at, kind, summary, json.dumps(dict(data or {}), default=str)),
+            )
+            db.execute("UPDATE incidents SET updated_at = MAX(updated_at, ?) WHERE id = ?", (at, incident_id))
+            return int(cur.lastrowid or 0)
+
+        value: int = self._tx(work)
+        return value
+
+    def incident_events(self, incident_id: int) -> list[dict[str, Any]]:
+        """The incident's timeline, oldest first."""
+        rows = self._query("SELECT * FROM incident_events WHERE incident_id = ? ORDER BY at, id", (incident_id,))
+        return [{"id": r["id"], "at": r["at"], "kind": r["kind"], "summary": r["summary"],
+                 "data": json.loads(r["data"])} for r in rows]
+
+    def results_between(self, check: str, since: float, until: float | None = None,
+                        limit: int = 5000) -> list[dict[str, Any]]:
+        """Results of ``check`` from ``since`` to ``until`` (now when None), oldest first."""
+        rows = self._query(
+            "SELECT * FROM results WHERE check_name = ? AND started_at >= ? AND (? IS NULL OR started_at <= ?)"
+            " ORDER BY started_at, id LIMIT ?", (check, since, until, until, limit))
+        return [{"started_at": r["started_at"], "status": Status(r["status"]).name, "message": r["message"],
+                 "duration_ms": r["duration_ms"], "error": r["error"]} for r in rows]
+
+
+def _incident(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": r["id"], "dedup_key": r["dedup_key"], "runbook": r["runbook"], "target": r["target"],
+        "check": r["check_name"], "severity": r["severity"], "status": r["status"], "opened_at": r["opened_at"],
+        "updated_at": r["updated_at"], "acked_at": r["acked_at"], "acked_by": r["acked_by"],
+        "resolved_at": r["resolved_at"], "escalated_at": r["escalated_at"], "reminded_at": r["reminded_at"],
+        "data": json.loads(r["data"] or "{}"),
+    }
 
 
 # One encoder for every result: json.dumps(..., default=str) builds a new one per call, and

@@ -63,12 +63,20 @@ class RetrySpec(Frozen):
     max_backoff: Duration = 2.0
 
 
+#: ``retry_interval`` when a check does not set it (see :attr:`CheckSpec.retry_delay`).
+DEFAULT_RETRY_INTERVAL = 1.0
+
+
 class CheckSpec(Frozen):
     """Settings every check has. Probe modules subclass it and add ``type`` and their own."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
     type: str
     interval: Duration = 30.0
+    #: After a failed run, while the check is not yet DOWN, the next run starts this long after
+    #: the failure instead of at the next ``interval`` (Nagios' retry_interval). None: 1 s, or
+    #: the interval if shorter. Never later than the interval.
+    retry_interval: Duration | None = None
     timeout: Duration = 5.0
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=2, ge=1)
@@ -95,6 +103,12 @@ class CheckSpec(Frozen):
         if value < 0.1:
             raise ValueError("interval must be at least 100ms")
         return value
+
+    @property
+    def retry_delay(self) -> float:
+        """Seconds from a failed run (not yet DOWN) to the next: ``retry_interval``, capped at ``interval``."""
+        wanted = DEFAULT_RETRY_INTERVAL if self.retry_interval is None else self.retry_interval
+        return min(wanted, self.interval)
 
     def effective_conditions(self) -> tuple[CompiledCondition, ...]:
         """The configured conditions, or the probe type's defaults when none are set."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ class Deployment:
     def run_app(self) -> None:
         """``docker run`` the app from ``:latest`` (the deploy script's one command)."""
         self.client.containers.run(
-            f"{self.repo}:latest", name=self.name, detach=True, labels={"paramedic-test": "1", "app": "shop"},
+            f"{self.repo}:latest", name=self.name, detach=True,
+            labels={"paramedic-test": "1", "paramedic-test.pid": str(os.getpid()), "app": "shop"},
             environment={"MODE": "prod"}, ports={"80/tcp": ("127.0.0.1", self.port)}, network=self.network,
             restart_policy={"Name": "unless-stopped"}, mem_limit="64m",
             volumes={f"{self.name}-data": {"bind": "/data"}},
@@ -90,7 +92,7 @@ class Deployment:
 
 
 def commit(client: docker.DockerClient, image: str, repo: str, tag: str, change: str) -> str:
-    holder = client.containers.create(image, labels={"paramedic-test": "1"})
+    holder = client.containers.create(image, labels={"paramedic-test": "1", "paramedic-test.pid": str(os.getpid())})
     try:
         result = client.api.commit(holder.id, repository=repo, tag=tag, changes=[change, f"LABEL build={tag}"])
     finally:

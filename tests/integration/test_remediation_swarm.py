@@ -206,7 +206,7 @@ def bad_image(swarm: docker.DockerClient, busybox_image: str) -> Iterator[str]:
     tag = f"paramedic-test/busybox:swarm-bad-{uuid.uuid4().hex[:8]}"
     dockerfile = f"FROM {busybox_image}\nRUN rm -rf /www && echo broken > /www\nLABEL paramedic-test=1\n"
     swarm.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, pull=False,
-                       labels={TEST_LABEL: "1"})
+                       labels={TEST_LABEL: "1", OWNER_LABEL: str(os.getpid())})
     try:
         yield tag
     finally:
