@@ -11,7 +11,8 @@ scheduler more than an interval behind — is counted as skipped (``stats.skippe
 ``on_skip``), never silently lost.
 
 ``trigger(name)`` runs a check now (Docker said its container died); a trigger while the
-check is running queues exactly one more run.
+check is running queues exactly one more run. ``retry_soon(name, delay)`` brings a check's
+next run forward (the daemon calls it after a failed run, see ``retry_interval``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,20 @@ class Scheduler:
             return
         self._schedule(name, self._clock())
         self._wake.set()
+
+    def retry_soon(self, name: str, delay: float) -> None:
+        """Run ``name`` ``delay`` seconds from now if its next run is due later (a failure's retry).
+
+        The fixed-rate phase restarts from that run: the following one is an interval after it.
+        Called while ``name`` runs (at the end of a failed run), a due time that comes before
+        the run has ended queues the rerun as usual.
+        """
+        if name not in self._intervals:
+            return
+        due = self._clock() + max(0.0, delay)
+        if due < self._due.get(name, float("inf")):
+            self._schedule(name, due)
+            self._wake.set()
 
     def in_flight(self) -> int:
         """How many probe runs are going on right now."""

@@ -308,6 +308,20 @@ def test_a_failing_check_goes_down_with_one_log_line_per_state_change(
     assert d.stored_state("refused").health.value == "DOWN"
 
 
+def test_a_failure_is_confirmed_after_retry_interval_not_a_whole_interval(
+    daemons: Callable[[], Daemon], refused_port: int
+) -> None:
+    d = daemons()
+    d.write_config([tcp("refused", refused_port, interval=30, failure_threshold=3, retry_interval=0.2)])
+    d.start()
+    poll(lambda: d.checks()["refused"]["state"] == "DOWN", 5, "DOWN within seconds, not 60 s", d)
+    results = sorted(r["started_at"] for r in d.stored_results("refused"))
+    assert len(results) == 3, results  # three quick failures; DOWN goes back to the 30 s interval
+    assert all(0.15 < b - a < 1.0 for a, b in zip(results, results[1:], strict=False)), results
+    rc, _ = d.terminate()
+    assert rc == 0
+
+
 def test_a_restart_resumes_state(
     daemons: Callable[[], Daemon], target: Target, refused_port: int
 ) -> None:

@@ -188,6 +188,64 @@ def test_trigger_while_running_queues_exactly_one_rerun() -> None:
     scenario(body)
 
 
+def test_retry_soon_brings_the_next_run_forward_and_restarts_the_phase_from_it() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop)
+        s = Scheduler(rec, jitter=0)
+        s.set_checks({"web": 0.6, "other": 60.0})
+        task = start(s.run_forever())
+        await asyncio.sleep(0.1)
+        asked = rec.now()
+        s.retry_soon("web", 0.1)
+        s.retry_soon("web", 0.5)  # later than the one already due: changes nothing
+        s.retry_soon("not-configured", 0.0)  # ignored
+        await asyncio.sleep(0.85)  # the retry at ~0.2, the next run an interval after it (~0.8)
+        s.stop()
+        await task
+        starts = rec.starts["web"]
+        assert len(starts) == 3, starts
+        assert 0.05 <= starts[1] - asked < 0.25  # not at the 0.6 s interval
+        assert 0.5 < starts[2] - starts[1] < 0.75  # fixed rate from the retry, not from the first run
+        assert len(rec.starts["other"]) == 1
+        assert "not-configured" not in rec.starts
+
+    scenario(body)
+
+
+def test_retry_soon_never_postpones_a_run_that_is_due_sooner() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop)
+        s = Scheduler(rec, jitter=0)
+        s.set_checks({"web": 0.3})
+        task = start(s.run_forever())
+        await asyncio.sleep(0.05)
+        s.retry_soon("web", 5.0)
+        await asyncio.sleep(0.4)
+        s.stop()
+        await task
+        assert len(rec.starts["web"]) == 2  # at start and at 0.3 s, as if retry_soon had not been called
+
+    scenario(body)
+
+
+def test_retry_soon_during_the_run_queues_one_rerun_after_it() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop, durations={"web": 0.3})
+        s = Scheduler(rec, jitter=0)
+        s.set_checks({"web": 60.0})
+        task = start(s.run_forever())
+        await asyncio.sleep(0.1)
+        s.retry_soon("web", 0.0)  # due while the first run goes on
+        await asyncio.sleep(0.7)
+        s.stop()
+        await task
+        assert len(rec.starts["web"]) == 2
+        assert rec.starts["web"][1] - rec.ends["web"][0] < 0.1
+        assert rec.max_active_per_check["web"] == 1
+
+    scenario(body)
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
