@@ -45,7 +45,23 @@ def _load(config_path: str | None) -> Config:
         sys.exit(exc.exit_code)
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+#: Operator commands, imported only when one of them runs (or --help lists them), so that
+#: a cron `paramedic check` does not pay for the store, incident and notification modules.
+LAZY_COMMANDS = ("pause", "resume", "silence", "history", "approve", "reject", "incidents")
+_OPS_LOADED: list[bool] = []
+
+
+class _LazyGroup(click.Group):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            _register_ops()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+
+@click.group(cls=_LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="paramedic")
 def cli() -> None:
     """paramedic keeps a Docker-based service stack healthy.
@@ -212,14 +228,14 @@ def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
 
 
 def _register_ops() -> None:
+    if _OPS_LOADED:
+        return
+    _OPS_LOADED.append(True)
     from agent.cli_incidents import build as build_incidents
     from agent.cli_ops import build
 
     for command in [*build(_load, config_option), *build_incidents(_load, config_option)]:
         cli.add_command(command)
-
-
-_register_ops()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
@@ -44,7 +44,7 @@ class Defaults(Frozen):
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=2, ge=1)
     severity: Literal["critical", "warning"] = "critical"
-    retries: RetrySpec = RetrySpec()
+    retries: RetrySpec = Field(default_factory=RetrySpec)
 
 
 class RunbookMatch(Frozen):
@@ -159,7 +159,7 @@ class PerTargetLimits(Frozen):
     budget: int = Field(default=3, ge=1)
     window: Duration = 1800.0
     cooldown: Duration = 120.0
-    backoff: BackoffSettings = BackoffSettings()
+    backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     reset_after: Duration = 1800.0
 
     @field_validator("window")
@@ -194,10 +194,10 @@ class GuardrailSettings(Frozen):
 
     dry_run: bool = False
     allowed_actions: tuple[str, ...] | None = None  # None: every registered action
-    per_target: PerTargetLimits = PerTargetLimits()
-    global_: GlobalLimits = Field(default=GlobalLimits(), alias="global")
-    blast_radius: BlastRadiusSettings = BlastRadiusSettings()
-    approval: ApprovalSettings = ApprovalSettings()
+    per_target: PerTargetLimits = Field(default_factory=PerTargetLimits)
+    global_: GlobalLimits = Field(default_factory=GlobalLimits, alias="global")
+    blast_radius: BlastRadiusSettings = Field(default_factory=BlastRadiusSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
 
 class MaintenanceWindow(Frozen):
@@ -269,7 +269,7 @@ class IncidentSettings(Frozen):
     timezone: str = "UTC"
     service: str = ""  # the notices' Service: line; empty: the runbook's target
     owner: str = "paramedic"
-    evidence: EvidenceSettings = EvidenceSettings()
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -462,7 +462,7 @@ class NotificationSettings(Frozen):
     """The ``notifications:`` section: channels, how failed deliveries are retried, how long rows are kept."""
 
     channels: tuple[ChannelSpec, ...] = ()
-    retry: NotifyRetry = NotifyRetry()
+    retry: NotifyRetry = Field(default_factory=NotifyRetry)
     retention: Duration = 7 * 86400.0
 
     def channel(self, name: str) -> ChannelBase:
@@ -476,15 +476,19 @@ class NotificationSettings(Frozen):
 class _Top(Frozen):
     """The top-level keys other than ``checks`` (validated per item by their type)."""
 
-    defaults: Defaults = Defaults()
+    defaults: Defaults = Field(default_factory=Defaults)
     runbooks: tuple[Runbook, ...] = ()
-    store: StoreSettings = StoreSettings()
-    server: ServerSettings = ServerSettings()
-    scheduler: SchedulerSettings = SchedulerSettings()
-    state: StateSettings = StateSettings()
-    guardrails: GuardrailSettings = GuardrailSettings()
-    maintenance: tuple[MaintenanceWindow, ...] = ()
-    incidents: IncidentSettings = IncidentSettings()
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+
+
+#: Sections validated only when present (their models are built on first use: defer_build),
+#: so a cron ``paramedic check`` of a small config does not pay for them.
+_OPTIONAL_SECTIONS = ("guardrails", "maintenance", "incidents")
+_ABSENT = object()
+M = TypeVar("M", bound=Frozen)
 
 
 @dataclass(frozen=True)
@@ -500,10 +504,25 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     state: StateSettings = field(default_factory=StateSettings)
-    notifications: NotificationSettings = field(default_factory=NotificationSettings)
-    guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
     maintenance: tuple[MaintenanceWindow, ...] = ()
-    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    _notifications: NotificationSettings | None = None
+    _guardrails: GuardrailSettings | None = None
+    _incidents: IncidentSettings | None = None
+
+    @property
+    def notifications(self) -> NotificationSettings:
+        """The ``notifications:`` section (defaults when absent, built on first use)."""
+        return self._notifications if self._notifications is not None else _default(NotificationSettings)
+
+    @property
+    def guardrails(self) -> GuardrailSettings:
+        """The ``guardrails:`` section (defaults when absent, built on first use)."""
+        return self._guardrails if self._guardrails is not None else _default(GuardrailSettings)
+
+    @property
+    def incidents(self) -> IncidentSettings:
+        """The ``incidents:`` section (defaults when absent, built on first use)."""
+        return self._incidents if self._incidents is not None else _default(IncidentSettings)
 
     def store_path(self) -> Path:
         """The store file, resolved against the config file's directory."""
@@ -622,9 +641,45 @@ def parse_config(text: str, source: str = "<memory>", env: Mapping[str, str] | N
     return config
 
 
+_DEFAULTS: dict[type[Frozen], Frozen] = {}
+
+
+def _default(model: type[M]) -> M:
+    """One shared default instance of a section model, built the first time it is needed."""
+    if model not in _DEFAULTS:
+        _DEFAULTS[model] = model()
+    value = _DEFAULTS[model]
+    assert isinstance(value, model)
+    return value
+
+
+def _sections(raw: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
+    """Validate the optional sections that are present; absent ones stay None (defaults)."""
+    out: dict[str, Any] = {}
+    models: dict[str, Any] = {"guardrails": GuardrailSettings, "incidents": IncidentSettings}
+    ok = True
+    for key in _OPTIONAL_SECTIONS:
+        if key not in raw:
+            continue
+        value = raw.pop(key)
+        try:
+            if key == "maintenance":
+                from pydantic import TypeAdapter
+
+                out[key] = TypeAdapter(tuple[MaintenanceWindow, ...]).validate_python(value or ())
+            else:
+                out[key] = models[key].model_validate({} if value is None else value)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, (key,)))
+            ok = False
+    return out if ok else None
+
+
 def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config | None:
     raw_checks = raw.pop("checks", [])
-    notifications = _validate_notifications(raw.pop("notifications", None), problems)
+    raw_notifications = raw.pop("notifications", None) if "notifications" in raw else _ABSENT
+    notifications = None if raw_notifications is _ABSENT else _validate_notifications(raw_notifications, problems)
+    sections = _sections(raw, problems)
     top: _Top | None = None
     bad_defaults: set[str | int] = set()
     try:
@@ -638,20 +693,22 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
         defaults_raw = {}
     defaults = {k: v for k, v in defaults_raw.items() if k not in bad_defaults}
     checks = _validate_checks(raw_checks, defaults, problems)
-    if top is None or checks is None or notifications is None:
+    if top is None or checks is None or sections is None or (raw_notifications is not _ABSENT and
+                                                              notifications is None):
         return None
+    guardrails = sections.get("guardrails")
+    maintenance: tuple[MaintenanceWindow, ...] = sections.get("maintenance", ())
     problems.extend(_cross_check(checks, top.runbooks))
     problems.extend(_check_dependencies(checks))
-    problems.extend(_check_guardrail_names(checks, top))
+    problems.extend(_check_guardrail_names(checks, guardrails, maintenance))
     problems.extend(_type_steps(top.runbooks))
     if problems:
         return None
     step_params = [step.typed_params for book in top.runbooks for step in book.steps]
     secrets = collect_secrets((checks, step_params, notifications))  # a DSN, a webhook token, a routing key...
     return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
-                  top.store, top.server, top.scheduler, top.state,
-                  guardrails=top.guardrails, maintenance=top.maintenance, notifications=notifications,
-                  incidents=top.incidents)
+                  top.store, top.server, top.scheduler, top.state, maintenance=maintenance,
+                  _notifications=notifications, _guardrails=guardrails, _incidents=sections.get("incidents"))
 
 
 def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:
@@ -797,15 +854,16 @@ def _find_cycle(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str] |
     return None
 
 
-def _check_guardrail_names(checks: tuple[CheckSpec, ...], top: _Top) -> list[str]:
+def _check_guardrail_names(checks: tuple[CheckSpec, ...], guardrails: GuardrailSettings | None,
+                           maintenance: tuple[MaintenanceWindow, ...]) -> list[str]:
     """``guardrails.allowed_actions`` names registered actions; maintenance scopes name real checks."""
     problems = []
-    for j, action in enumerate(top.guardrails.allowed_actions or ()):
+    for j, action in enumerate(guardrails.allowed_actions or () if guardrails is not None else ()):
         if action not in ACTION_TYPES:
             known = ", ".join(sorted(ACTION_TYPES))
             problems.append(f"guardrails.allowed_actions[{j}]: unknown action {action!r} (known: {known})")
     names = {c.name for c in checks}
-    for i, window in enumerate(top.maintenance):
+    for i, window in enumerate(maintenance):
         for j, name in enumerate(window.checks):
             if name not in names:
                 problems.append(f"maintenance[{i}].checks[{j}]: no check named {name!r}")

@@ -25,7 +25,7 @@ from agent.durations import Duration
 class Frozen(BaseModel):
     """Base of every config model: unknown keys are errors, values never change after load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ConditionSpec(Frozen):
@@ -83,7 +83,7 @@ class CheckSpec(Frozen):
     severity: Severity = "critical"
     tags: tuple[str, ...] = ()
     conditions: tuple[ConditionSpec, ...] = ()
-    retries: RetrySpec = RetrySpec()
+    retries: RetrySpec = Field(default_factory=RetrySpec)
     description: str = ""
     depends_on: tuple[str, ...] = ()  # checks whose DOWN makes this one's remediation wait
 
