@@ -60,7 +60,7 @@ from agent.errors import (
     TLSError,
 )
 from agent.redact import MASK
-from checks.base import CheckSpec, Probe
+from checks.base import CheckSpec, Frozen, Probe
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -167,10 +167,10 @@ def parse_dsn(text: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- spec
 
 
-class PostgresSpec(CheckSpec):
-    """A PostgreSQL server to connect to, and what to ask it."""
+class PostgresConnection(Frozen):
+    """Where a PostgreSQL server is and how to log in: shared by the probe and the
+    ``postgres.terminate`` action, so both read the same keys the same way."""
 
-    type: Literal["postgres"]
     dsn: SecretStr | None = None
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -181,9 +181,15 @@ class PostgresSpec(CheckSpec):
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
+    application_name: str = "paramedic"
+
+
+class PostgresSpec(CheckSpec, PostgresConnection):
+    """A PostgreSQL server to connect to, and what to ask it."""
+
+    type: Literal["postgres"]
     connect_timeout: int | None = Field(default=None, ge=1)
     statement_timeout: Duration | None = None
-    application_name: str = "paramedic"
     query: str | None = None
     stats: bool = True
 

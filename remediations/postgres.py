@@ -36,8 +36,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from agent.durations import Duration, format_duration
 from checks.postgres import (
+    PostgresConnection,
     PostgresSpec,
-    SslMode,
     connect_error,
     connection_params,
     first_line,
@@ -82,20 +82,9 @@ SIGNAL_SQL = {
 STILL_THERE_SQL = "SELECT 1 " + _SAME
 
 
-class TerminateParams(Params):
-    """Where to connect (as the ``postgres`` probe) and which sessions to end."""
+class TerminateParams(Params, PostgresConnection):
+    """Where to connect (the ``postgres`` probe's keys) and which sessions to end."""
 
-    dsn: SecretStr | None = None
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    user: str | None = None
-    password: SecretStr | None = None
-    dbname: str | None = None
-    sslmode: SslMode | None = None
-    sslrootcert: str | None = None
-    sslcert: str | None = None
-    sslkey: str | None = None
-    application_name: str = "paramedic"
     timeout: Duration = Field(default=10.0, gt=0, description="connect and per-statement limit")
     idle_in_transaction_longer_than: Duration | None = None
     queries_longer_than: Duration | None = None
