@@ -40,6 +40,7 @@ class Defaults(Frozen):
     """Values every check inherits unless it sets its own."""
 
     interval: Duration = 30.0
+    retry_interval: Duration | None = None  # None: 1 s, at most the check's interval (CheckSpec.retry_delay)
     timeout: Duration = 5.0
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=2, ge=1)

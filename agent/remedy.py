@@ -40,6 +40,8 @@ from remediations.base import Verification, resolve_target, verify
 
 PAUSE_FLAG = "pause"
 APPROVAL_FLAG = "approval:"
+#: How long an action interrupted by a crash counts as still running (one per target).
+INTERRUPTED_GRACE = 120.0
 RESET_FLAG = "reset:"  # + target key: when the target's counters last reset (a healthy period)
 CheckRunner = Callable[[str], Awaitable[Result]]
 
@@ -261,6 +263,12 @@ class Remedy:
         for intent in self.store.open_intents():  # another process (cron --remediate, a second agent)
             if now - intent["at"] < 3600 and intent["target"] not in running:
                 running[intent["target"]] = guardrails.RunningAction(intent["target"], intent["action"], intent["at"])
+        for entry in entries.values():
+            # an action interrupted by a crash may still be under way in Docker (a restart's stop
+            # timeout): treat it as running for a while, or a restarted agent would act again at once
+            if entry["outcome"] == "interrupted" and now - entry["at"] < INTERRUPTED_GRACE:
+                running.setdefault(entry["target"], guardrails.RunningAction(entry["target"], entry["action"],
+                                                                             entry["at"]))
         approval = self._approval(prepared)
         pause = self.store.flag(PAUSE_FLAG)
         deps = tuple(

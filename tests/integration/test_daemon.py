@@ -8,6 +8,7 @@ HTTP endpoint and its SQLite store, and signal it as an init system would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -317,7 +318,7 @@ def test_a_failure_is_confirmed_after_retry_interval_not_a_whole_interval(
     poll(lambda: d.checks()["refused"]["state"] == "DOWN", 5, "DOWN within seconds, not 60 s", d)
     results = sorted(r["started_at"] for r in d.stored_results("refused"))
     assert len(results) == 3, results  # three quick failures; DOWN goes back to the 30 s interval
-    assert all(0.15 < b - a < 1.0 for a, b in zip(results, results[1:], strict=False)), results
+    assert all(0.15 < b - a < 1.0 for a, b in itertools.pairwise(results)), results
     rc, _ = d.terminate()
     assert rc == 0
 

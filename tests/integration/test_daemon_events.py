@@ -208,7 +208,9 @@ def test_docker_stop_is_recorded_as_an_operator_stop_and_docker_start_clears_it(
     before = time.time()
     container.stop(timeout=5)
     d.wait_result("victim", "CRITICAL", after=before)  # the stop's events ran the check
-    stops = wait_until(lambda: d.operator_stops().get(name), timeout=10, what=f"operator stop of {name}")
+    # `docker stop` emits kill, die, stop: the record reads "kill" until the stop event replaces it
+    stops = wait_until(lambda: (s := d.operator_stops().get(name)) and s["event"] == "stop" and s,
+                       timeout=10, what=f"operator stop of {name}")
     assert (stops["id"], stops["event"]) == (container.id, "stop")
 
     before = time.time()

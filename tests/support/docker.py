@@ -56,7 +56,11 @@ def _remove_leftovers(client: docker.DockerClient) -> None:
     A container whose ``paramedic-test.pid`` names a live process belongs to a test session
     running right now (another developer's pytest on this machine) and is left alone.
     """
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
+    try:
+        leftovers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"})
+    except NotFound:  # another session removed one while Docker listed them: try once more
+        leftovers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}, ignore_removed=True)
+    for container in leftovers:
         owner = container.labels.get(OWNER_LABEL, "")
         if owner.isdigit() and int(owner) != os.getpid() and _pid_alive(int(owner)):
             continue

@@ -280,6 +280,8 @@ def test_retry_interval_defaults_to_one_second_and_never_exceeds_the_interval() 
     )
     assert [(c.retry_interval, c.retry_delay) for c in config.checks] == [
         (None, 1.0), (None, 0.5), (0.2, 0.2), (60.0, 5.0)]
+    inherited = load_text("defaults: {retry_interval: 250ms}\nchecks: [{name: a, type: tcp, host: h, port: 1}]\n")
+    assert inherited.checks[0].retry_delay == 0.25
 
 
 def test_unknown_key_in_defaults_is_an_error() -> None:
