@@ -219,7 +219,7 @@ class Admission:
     def reason(self) -> str:
         """One line: the blocking reasons, or that the step may run."""
         if self.blocked:
-            return "; ".join(d.reason if d.reason.startswith(d.policy) else f"{d.policy}: {d.reason}"
+            return "; ".join(d.reason if d.reason.startswith(f"{d.policy}:") else f"{d.policy}: {d.reason}"
                              for d in self.blocked)
         return "allowed (dry-run: recorded, not applied)" if self.dry_run else "allowed"
 
