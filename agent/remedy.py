@@ -205,10 +205,14 @@ class Remedy:
         choice = proposal.choice
         assert isinstance(choice, runbooks.StepChoice)
         position = self._ladders.get(key) or runbooks.start(prepared.runbook, key[1])
-        if execution.outcome in ("ok", "failed", "dry-run"):
+        if execution.outcome in ("ok", "failed", "dry-run", "refused", "nothing"):
+            # A step whose plan refused (or had nothing to do) cannot help now: like a failed
+            # verification, the ladder moves on (or escalates) instead of re-planning it forever.
             self._ladders[key] = runbooks.took_step(position, choice, self.clock())
             self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
-        LOGGER.warning("runbook %s step %d on %s: %s", prepared.runbook.name, choice.number, target, execution.outcome,
+        detail = f": {prepared.plan.summary}" if execution.outcome in ("refused", "nothing") else ""
+        LOGGER.warning("runbook %s step %d on %s: %s%s", prepared.runbook.name, choice.number, target,
+                       execution.outcome, detail,
                        extra={"runbook": prepared.runbook.name, "target": target, "outcome": execution.outcome})
         self.events.action(prepared, execution)
         return execution

@@ -139,3 +139,26 @@ def test_concurrent_failing_results_act_once(tmp_path: Path, sleeper: str) -> No
     assert outcomes == ["ok"]
     assert [e["outcome"] for e in store.journal()] == ["ok"]
     store.close()
+
+
+def test_a_refused_step_moves_the_ladder_on_instead_of_replanning_forever(tmp_path: Path) -> None:
+    missing = f"paramedic-missing-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "checks": [{"name": "web", "type": "container", "container": missing, "timeout": "5s"}],
+        "runbooks": [{
+            "name": "service-down", "match": {"checks": ["web"]},
+            "steps": [{"action": "restart"}, {"action": "start"}],
+        }],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    config = load_config(path)
+    store = Store(config.store_path())
+    remedy = _engine(config, store)
+    for _ in range(4):
+        asyncio.run(remedy.handle(_failing(), DOWN))
+    entries = list(reversed(store.journal()))
+    assert [(e["step"], e["action"], e["outcome"]) for e in entries] == [
+        (0, "restart", "refused"), (1, "start", "refused")]  # then escalated: nothing more journaled
+    assert "no container matched" in entries[0]["outcome_detail"]["reason"]
+    store.close()
