@@ -43,6 +43,7 @@ APPROVAL_FLAG = "approval:"
 #: How long an action interrupted by a crash counts as still running (one per target).
 INTERRUPTED_GRACE = 120.0
 RESET_FLAG = "reset:"  # + target key: when the target's counters last reset (a healthy period)
+LADDER_FLAG = "ladder:"  # + runbook \x1f target: where that pair stands on the runbook's ladder
 CheckRunner = Callable[[str], Awaitable[Result]]
 
 
@@ -95,6 +96,32 @@ class Remedy:
         self._last_blocked: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # targets with a decision or action in progress in this process
+        self._load_ladders()
+
+    # ------------------------------------------------------------------ ladder positions (persisted)
+
+    def _load_ladders(self) -> None:
+        """Ladder positions survive restarts: a restarted agent does not go back to step 1, nor
+        escalate a target it already gave up on again."""
+        for value in self.store.flags(LADDER_FLAG).values():
+            if not isinstance(value, dict):
+                continue
+            fields = {k: value[k] for k in ("runbook", "target", "next_step", "attempts", "last_step_at", "exhausted")
+                      if k in value}
+            try:
+                position = runbooks.LadderPosition(**fields)
+            except TypeError:
+                continue
+            key = (position.runbook, position.target)
+            self._ladders[key] = position
+            self._last_verified[key] = value.get("last_verified")
+
+    def _set_ladder(self, key: tuple[str, str], position: runbooks.LadderPosition) -> None:
+        self._ladders[key] = position
+        doc = {"runbook": position.runbook, "target": position.target, "next_step": position.next_step,
+               "attempts": position.attempts, "last_step_at": position.last_step_at,
+               "exhausted": position.exhausted, "last_verified": self._last_verified.get(key)}
+        self.store.set_flag(f"{LADDER_FLAG}{key[0]}\x1f{key[1]}", doc)
 
     # ------------------------------------------------------------------ the daemon's entry points
 
@@ -124,9 +151,12 @@ class Remedy:
         healthy_for = self.config.guardrails.per_target.reset_after
         for key, position in list(self._ladders.items()):
             if check in self._checks_of(position.runbook):
-                self._ladders[key] = runbooks.after_health(position, state, now, healthy_for)
-                if self.store.flag(RESET_FLAG + key[1]) is None or position != self._ladders[key]:
+                fresh = runbooks.after_health(position, state, now, healthy_for)
+                if self.store.flag(RESET_FLAG + key[1]) is None or position != fresh:
                     self.store.set_flag(RESET_FLAG + key[1], now)
+                if position != fresh:
+                    self._last_verified.pop(key, None)
+                    self._set_ladder(key, fresh)
 
     def _checks_of(self, runbook: str) -> set[str]:
         book = next((b for b in self.config.runbooks if b.name == runbook), None)
@@ -208,8 +238,8 @@ class Remedy:
         if execution.outcome in ("ok", "failed", "dry-run", "refused", "nothing"):
             # A step whose plan refused (or had nothing to do) cannot help now: like a failed
             # verification, the ladder moves on (or escalates) instead of re-planning it forever.
-            self._ladders[key] = runbooks.took_step(position, choice, self.clock())
             self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
+            self._set_ladder(key, runbooks.took_step(position, choice, self.clock()))
         detail = f": {prepared.plan.summary}" if execution.outcome in ("refused", "nothing") else ""
         LOGGER.warning("runbook %s step %d on %s: %s%s", prepared.runbook.name, choice.number, target,
                        execution.outcome, detail,
@@ -239,7 +269,7 @@ class Remedy:
         if position is not None and position.exhausted:
             return
         base = position or runbooks.LadderPosition(key[0], key[1])
-        self._ladders[key] = runbooks.escalated(base)
+        self._set_ladder(key, runbooks.escalated(base))
         LOGGER.error("ESCALATE runbook %s on %s: %s", key[0], key[1], reason,
                      extra={"runbook": key[0], "target": key[1], "escalation": reason})
         self.events.escalated(key[0], key[1], reason)

@@ -522,6 +522,11 @@ class Store:
             (key, json.dumps(value), self.clock()),
         ))
 
+    def flags(self, prefix: str) -> dict[str, Any]:
+        """Every flag whose key starts with ``prefix`` (JSON values), by key."""
+        rows = self._query("SELECT key, value FROM flags WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
     def flag(self, key: str, default: Any = None) -> Any:
         """The JSON value stored under ``key``, or ``default``."""
         rows = self._query("SELECT value FROM flags WHERE key = ?", (key,))

@@ -161,4 +161,13 @@ def test_a_refused_step_moves_the_ladder_on_instead_of_replanning_forever(tmp_pa
     assert [(e["step"], e["action"], e["outcome"]) for e in entries] == [
         (0, "restart", "refused"), (1, "start", "refused")]  # then escalated: nothing more journaled
     assert "no container matched" in entries[0]["outcome_detail"]["reason"]
+    # the ladder lives in the store: a restarted agent neither starts at step 1 again nor re-escalates
+    restarted = _engine(config, store)
+    escalations: list[str] = []
+    restarted.events = type("Spy", (), {"escalated": lambda self, *a: escalations.append(a[2]),
+                                        "action": lambda self, *a: None, "blocked": lambda self, *a: None,
+                                        "approval_needed": lambda self, *a: None})()
+    asyncio.run(restarted.handle(_failing(), DOWN))
+    assert len(store.journal()) == 2
+    assert escalations == []
     store.close()
