@@ -14,9 +14,11 @@ but only when its reasons change, so a check that stays DOWN behind a cooldown d
 fill the journal with one line per probe. ``plan_only`` is the audit: everything up to
 and including the guardrails, nothing written, nothing changed.
 
-The ladder position and the actions in flight are kept in memory; the journal (in the
-store) is what budgets, cooldowns and backoff count, so they survive restarts and are
-shared by ``paramedic run`` and ``paramedic check --remediate``.
+Ladder positions are kept in the store (flags), so a restarted agent continues where it
+was; the journal (also in the store) is what budgets, cooldowns and backoff count, and its
+open intents are what other processes see as running, so ``paramedic run`` and
+``paramedic check --remediate`` share all of it. A step whose plan refuses moves the ladder
+on, like a failed verification.
 """
 
 from __future__ import annotations
