@@ -201,6 +201,13 @@ class GuardrailSettings(Frozen):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
 
+def _validate_timezone(cls: type, value: str) -> str:
+    """An IANA time zone name (shared by maintenance windows and incidents)."""
+    from agent.schedule_windows import validate_timezone
+
+    return validate_timezone(value)
+
+
 class MaintenanceWindow(Frozen):
     """A recurring window in which no action runs: starts at each ``cron`` firing, lasts ``duration``.
 
@@ -222,11 +229,7 @@ class MaintenanceWindow(Frozen):
         from agent.schedule_windows import validate_cron
         return validate_cron(value)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        from agent.schedule_windows import validate_timezone
-        return validate_timezone(value)
+    _known_timezone = field_validator("timezone")(_validate_timezone)
 
     @field_validator("duration")
     @classmethod
@@ -272,11 +275,7 @@ class IncidentSettings(Frozen):
     owner: str = "paramedic"
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        from agent.schedule_windows import validate_timezone
-        return validate_timezone(value)
+    _known_timezone = field_validator("timezone")(_validate_timezone)
 
     @field_validator("reminder_interval")
     @classmethod

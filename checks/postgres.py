@@ -183,6 +183,26 @@ class PostgresConnection(Frozen):
     sslkey: str | None = None
     application_name: str = "paramedic"
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            if not value.get_secret_value().strip():
+                raise ValueError("dsn must not be empty")
+            parse_dsn(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_or_fields(self) -> PostgresConnection:
+        fields = [f for f in ("host", "port", "user", "password", "dbname") if getattr(self, f) is not None]
+        if self.dsn is not None and fields:
+            raise ValueError(f"give either dsn or {', '.join(fields)}, not both")
+        if self.dsn is None and self.host is None:
+            raise ValueError("give dsn, or host (with port, user, password, dbname as needed)")
+        if self.sslkey and not self.sslcert:
+            raise ValueError("sslkey needs sslcert")
+        return self
+
 
 class PostgresSpec(CheckSpec, PostgresConnection):
     """A PostgreSQL server to connect to, and what to ask it."""
@@ -195,32 +215,12 @@ class PostgresSpec(CheckSpec, PostgresConnection):
 
     default_conditions: ClassVar[tuple[str, ...]] = ("connected",)
 
-    @field_validator("dsn")
-    @classmethod
-    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            if not value.get_secret_value().strip():
-                raise ValueError("dsn must not be empty")
-            parse_dsn(value.get_secret_value())
-        return value
-
     @field_validator("query")
     @classmethod
     def _query_not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("query must not be empty (leave it out for SELECT 1)")
         return value
-
-    @model_validator(mode="after")
-    def _dsn_or_fields(self) -> PostgresSpec:
-        fields = [f for f in ("host", "port", "user", "password", "dbname") if getattr(self, f) is not None]
-        if self.dsn is not None and fields:
-            raise ValueError(f"give either dsn or {', '.join(fields)}, not both")
-        if self.dsn is None and self.host is None:
-            raise ValueError("give dsn, or host (with port, user, password, dbname as needed)")
-        if self.sslkey and not self.sslcert:
-            raise ValueError("sslkey needs sslcert")
-        return self
 
     def target(self) -> str:
         parts = parse_dsn(self.dsn.get_secret_value()) if self.dsn is not None else {}

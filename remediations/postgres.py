@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from agent.durations import Duration, format_duration
 from checks.postgres import (
@@ -42,7 +42,6 @@ from checks.postgres import (
     connection_params,
     first_line,
     json_value,
-    parse_dsn,
     scrub,
 )
 from remediations.base import Outcome, Params, Plan, Remediation, Target
@@ -93,22 +92,8 @@ class TerminateParams(Params, PostgresConnection):
     exclude_users: tuple[str, ...] = ()
     max_sessions: int = Field(default=20, ge=1)
 
-    @field_validator("dsn")
-    @classmethod
-    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            if not value.get_secret_value().strip():
-                raise ValueError("dsn must not be empty")
-            parse_dsn(value.get_secret_value())
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> TerminateParams:
-        fields = [f for f in ("host", "port", "user", "password", "dbname") if getattr(self, f) is not None]
-        if self.dsn is not None and fields:
-            raise ValueError(f"give either dsn or {', '.join(fields)}, not both")
-        if self.dsn is None and self.host is None:
-            raise ValueError("give dsn, or host (with port, user, password, dbname as needed)")
         if self.idle_in_transaction_longer_than is None and self.queries_longer_than is None:
             raise ValueError("set idle_in_transaction_longer_than, queries_longer_than, or both")
         return self
