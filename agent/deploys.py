@@ -17,13 +17,15 @@ from checks.base import CheckSpec
 
 def image_records(specs: Mapping[str, CheckSpec], results: Iterable[Result]) -> list[tuple[str, str, str]]:
     """``(target key, image, image_id)`` for running containers seen by container checks."""
-    from remediations.base import Params, resolve_target
-
     latest: dict[str, Result] = {}
     for result in results:
         if result.type == "container" and result.observations.get("source") != "docker-event":
             latest[result.name] = result
     records: list[tuple[str, str, str]] = []
+    if not latest:
+        return records  # no container checks: a cron `check` of HTTP probes skips the remediation layer
+    from remediations.base import Params, resolve_target
+
     for name, result in latest.items():
         spec = specs.get(name)
         if spec is None:
