@@ -5,8 +5,15 @@ a probe run into a Result, the store advances state atomically, metrics and the 
 server expose it, the Docker event listener turns container events into immediate runs.
 
 Results are written in batches (every ``scheduler.flush_interval``, default 100 ms): one
-SQLite transaction per batch is what lets a thousand probes a second cost little. A
-state transition is therefore known at most one flush after the result.
+SQLite transaction per batch is what lets a thousand probes a second cost little. A result
+that may change a check's state (a failure, or a pass of a check that is not OK) is
+written at once instead, so detection and remediation never wait for the next batch.
+
+A check that seems to be failing is looked at again sooner than its interval (a retry
+after a failed run, a hedged run beside one left unanswered: agent.pacing). While a
+runbook step is being applied to a check's target (a restart), the check's scheduled runs
+are held: probing a container while Docker re-creates its network measures nothing and,
+on a bridge network, leaves the host's ARP entry for it unresolved for a second.
 
 Signals: SIGTERM/SIGINT stop scheduling, let in-flight probes finish or time out, flush,
 and exit 0. SIGHUP reloads the config: unchanged checks keep their state, probe and phase;
@@ -30,6 +37,7 @@ from agent.deploys import image_records
 from agent.errors import ConfigError, StoreError
 from agent.logs import LOGGER, RedactingFilter
 from agent.metrics import Metrics
+from agent.pacing import RecentLatency, another_run_helps, hedge_delay
 from agent.results import Result, Status
 from agent.runner import ProbeRunner, build_probe
 from agent.scheduler import Scheduler
@@ -65,6 +73,8 @@ class CheckSlot:
     spec: CheckSpec
     probe: Probe[Any]
     last: Result | None = None
+    in_flight: int = 0  # runs of this check going on now (scheduled and hedged)
+    recent: RecentLatency = field(default_factory=RecentLatency)  # passing runs' wall times
 
 
 @dataclass
@@ -95,6 +105,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_event = asyncio.Event()
         self._flush_stop = asyncio.Event()
+        self._flush_wake = asyncio.Event()  # set by _flush_stop's setter and by results that cannot wait
         self.started_at = self.clock()
         self.last_flush = self.clock()
         self.scheduler: Scheduler | None = None
@@ -140,6 +151,7 @@ class Daemon:
         if self.remedy is not None:
             await self.remedy.drain()  # an action in flight finishes and is journaled
         self._flush_stop.set()
+        self._flush_wake.set()
         await flusher  # not cancelled: a batch being written is announced (transitions, hooks)
         await self._shutdown(server)
         LOGGER.info("stopped")
@@ -198,27 +210,81 @@ class Daemon:
         slot = self.checks.get(name)
         if slot is None:
             return
+        if self.remedy is not None and self.remedy.holds(name):
+            LOGGER.debug("check %s: run held while a runbook step is applied to its target", name,
+                         extra={"check": name})
+            self.metrics.held.labels(name).inc()
+            return
+        slot.in_flight += 1
+        hedge = self._arm_hedge(slot)
         self.metrics.in_flight.inc()
         try:
             result = await self.runner.run(slot.spec, slot.probe)
         finally:
             self.metrics.in_flight.dec()
+            slot.in_flight -= 1
+            if hedge is not None:
+                hedge.cancel()
         if self.checks.get(name) is not slot:
             return  # reloaded away while running
+        self._take(slot, result)
+        if result.status is Status.CRITICAL:
+            self._retry_soon(slot)
+
+    def _take(self, slot: CheckSlot, result: Result) -> None:
+        """A finished run's result joins the next flush (at once if it may change the state)."""
         slot.last = result
         self.metrics.observe_result(result)
         self._pending.append(result)
-        if result.status is Status.CRITICAL:
-            self._retry_soon(slot.spec)
+        passing = result.status in (Status.OK, Status.WARNING)  # as agent.state counts them
+        if passing and result.observations.get("source") != "docker-event":
+            slot.recent.add(result.duration_ms / 1000)
+        state = self.states.get(result.name)
+        if result.status is Status.CRITICAL or (passing and state is not None and state.health is not Health.OK):
+            self._flush_wake.set()
 
-    def _retry_soon(self, spec: CheckSpec) -> None:
+    def _may_hedge(self, slot: CheckSlot) -> bool:
+        """A check that is OK or FAILING, with fewer runs in flight than failures still needed."""
+        state = self.states.get(slot.spec.name)
+        if state is not None and state.health not in (Health.OK, Health.FAILING):
+            return False  # DOWN: remediation's business now; RECOVERING: one failure decides anyway
+        failures = state.failures if state is not None else 0
+        return another_run_helps(slot.spec.failure_threshold, failures, slot.in_flight)
+
+    def _arm_hedge(self, slot: CheckSlot) -> asyncio.TimerHandle | None:
+        """Start another run alongside this one if it is still unanswered after the hedge delay."""
+        if self.scheduler is None or not self._may_hedge(slot):
+            return None
+        spec = slot.spec
+        delay = hedge_delay(spec.retry_delay, spec.timeout, slot.recent.slowest())
+        if delay >= spec.timeout:
+            return None  # it ends (or times out) before a hedge would start
+        return asyncio.get_running_loop().call_later(delay, self._hedge, slot, delay)
+
+    def _hedge(self, slot: CheckSlot, delay: float) -> None:
+        name = slot.spec.name
+        if self.checks.get(name) is not slot or self.scheduler is None or not self._may_hedge(slot):
+            return
+        if self.remedy is not None and self.remedy.holds(name):
+            return
+        if self.scheduler.hedge(name):
+            self.metrics.hedged.labels(name).inc()
+            LOGGER.debug("check %s: no answer after %.2fs, another run alongside", name, delay,
+                         extra={"check": name})
+
+    def _retry_soon(self, slot: CheckSlot) -> None:
         """After a failure that does not make the check DOWN yet, run it again after its
-        ``retry_interval`` rather than a whole interval later (the state is the last flushed one)."""
+        ``retry_interval`` rather than a whole interval later (the state is the last flushed
+        one), unless runs already in flight will bring the failures still needed."""
+        spec = slot.spec
         state = self.states.get(spec.name)
         if state is not None and state.health not in (Health.OK, Health.FAILING):
             return  # DOWN already, or RECOVERING (one failure makes it DOWN): the interval is right
-        if (state.failures if state is not None else 0) + 1 >= spec.failure_threshold:
+        failures = (state.failures if state is not None else 0) + 1
+        if failures >= spec.failure_threshold:
             return  # this failure makes it DOWN
+        if not another_run_helps(spec.failure_threshold, failures, slot.in_flight):
+            return  # hedged runs in flight will decide
         if self.scheduler is not None:
             self.scheduler.retry_soon(spec.name, spec.retry_delay)
 
@@ -227,9 +293,7 @@ class Daemon:
         slot = self.checks.get(result.name)
         if slot is None:
             return
-        slot.last = result
-        self.metrics.observe_result(result)
-        self._pending.append(result)
+        self._take(slot, result)
 
     def trigger(self, name: str, reason: str) -> None:
         """Run check ``name`` now (e.g. its container just died)."""
@@ -240,10 +304,12 @@ class Daemon:
     # ------------------------------------------------------------------ results -> state
 
     async def _flush_loop(self) -> None:
-        """Write pending results every ``flush_interval`` until shutdown asks it to end."""
+        """Write pending results every ``flush_interval``, or at once when a result cannot wait,
+        until shutdown asks it to end."""
         while not self._flush_stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_stop.wait(), self.config.scheduler.flush_interval)
+                await asyncio.wait_for(self._flush_wake.wait(), self.config.scheduler.flush_interval)
+            self._flush_wake.clear()
             try:
                 await self._flush()
             except StoreError as exc:
@@ -411,6 +477,7 @@ class Daemon:
         )
         executor = Executor(store, context, self.config.redactor, self.clock)
         self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock)
+        self._background.append(asyncio.create_task(executor.warm(self.config.runbooks), name="warm-up"))
         from agent.incident_wiring import start as start_incidents
 
         self.incidents = await start_incidents(self)
@@ -421,9 +488,7 @@ class Daemon:
         slot = self.checks[name]
         result = await self.runner.run(slot.spec, slot.probe)
         if self.checks.get(name) is slot:
-            slot.last = result
-            self.metrics.observe_result(result)
-            self._pending.append(result)
+            self._take(slot, result)
         return result
 
     async def _start_events(self) -> None:

@@ -54,6 +54,10 @@ class Metrics:
         self.skipped = Counter("paramedic_scheduler_skipped_runs", "Runs skipped because the scheduler fell "
                                "more than a whole interval behind, or a check was still running at two due times.",
                                registry=r)
+        self.hedged = Counter("paramedic_hedged_runs", "Extra runs started alongside a run left unanswered "
+                              "longer than the check usually takes (agent.pacing).", ["check"], registry=r)
+        self.held = Counter("paramedic_held_runs", "Runs not started because a runbook step was being "
+                            "applied to the check's target (its verification probes instead).", ["check"], registry=r)
         self.docker_events = Counter("paramedic_docker_events", "Docker events about watched containers.",
                                      ["event"], registry=r)
         self._children: dict[tuple[str, str, Status], tuple[Any, Any, Any]] = {}
@@ -85,7 +89,7 @@ class Metrics:
     def forget(self, check: str) -> None:
         """Drop the per-check series of a check removed from the config."""
         self._children = {k: v for k, v in self._children.items() if k[0] != check}
-        for metric in (self.status, self.up):
+        for metric in (self.status, self.up, self.hedged, self.held):
             try:
                 metric.remove(check)
             except KeyError:

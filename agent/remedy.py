@@ -24,8 +24,9 @@ on, like a failed verification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,7 @@ class Remedy:
         self._last_blocked: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # targets with a decision or action in progress in this process
+        self._held: dict[str, int] = {}  # check -> steps being applied to its target right now
         self._load_ladders()
 
     # ------------------------------------------------------------------ ladder positions (persisted)
@@ -144,6 +146,26 @@ class Remedy:
         """Wait for remediations in flight (SIGTERM: let them finish, nothing half-done)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def holds(self, check: str) -> bool:
+        """Whether a runbook step is being applied to ``check``'s target right now (hold its probes)."""
+        return self._held.get(check, 0) > 0
+
+    @contextlib.contextmanager
+    def _holding(self, prepared: Prepared) -> Iterator[None]:
+        """Hold the probes of every check of this step's target while the step is applied: the
+        check that asked, its runbook's named checks, and container checks of the same target."""
+        held = {prepared.check.name} | self._checks_of(prepared.runbook.name)
+        held |= {name for name, key in self._target_keys().items() if key == prepared.target.key}
+        for name in held:
+            self._held[name] = self._held.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            for name in held:
+                self._held[name] -= 1
+                if not self._held[name]:
+                    del self._held[name]
 
     def _maybe_reset(self, check: str, state: CheckState) -> None:
         """A check healthy for ``reset_after``: its ladders restart and its targets' counters reset."""
@@ -231,6 +253,7 @@ class Remedy:
             execution = await self.executor.execute(
                 prepared, decisions, dry_run=admission.dry_run or self.dry_run,
                 verify=lambda: self._verify(check.name, check.success_threshold, step.verify_for),
+                while_applying=self._holding(prepared),
             )
         finally:
             self._running.pop(target, None)

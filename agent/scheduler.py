@@ -13,6 +13,9 @@ scheduler more than an interval behind — is counted as skipped (``stats.skippe
 ``trigger(name)`` runs a check now (Docker said its container died); a trigger while the
 check is running queues exactly one more run. ``retry_soon(name, delay)`` brings a check's
 next run forward (the daemon calls it after a failed run, see ``retry_interval``).
+``hedge(name)`` starts one extra run of a check alongside the one in progress (the daemon
+calls it when a run goes unanswered for too long, see agent.pacing); it takes an in-flight
+slot like any run but leaves the check's schedule and phase alone.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class LagStats:
 
     samples: list[float] = field(default_factory=list)
     started: int = 0
+    hedged: int = 0
     late_reruns: int = 0
     skipped: int = 0
     limit: int = 10_000
@@ -79,6 +83,7 @@ class Scheduler:
         self._due: dict[str, float] = {}
         self._seq = 0
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._hedges: set[asyncio.Task[None]] = set()
         # check -> (when its queued rerun was due, whether a scheduled run is in it)
         self._rerun: dict[str, tuple[float, bool]] = {}
         self._wake = _Wakeup()
@@ -131,9 +136,23 @@ class Scheduler:
             self._schedule(name, due)
             self._wake.set()
 
+    def hedge(self, name: str) -> bool:
+        """Start one more run of ``name`` now, alongside any in progress; False if it cannot run.
+
+        The extra run waits for an in-flight slot like any other and counts in ``stats.started``
+        and ``stats.hedged``; it neither moves the check's next due time nor queues a rerun.
+        """
+        if name not in self._intervals or self._stopping:
+            return False
+        task = asyncio.create_task(self._extra(name), name=f"probe:{name}:hedge")
+        self._hedges.add(task)
+        task.add_done_callback(self._hedges.discard)
+        self.stats.hedged += 1
+        return True
+
     def in_flight(self) -> int:
-        """How many probe runs are going on right now."""
-        return len(self._running)
+        """How many probe runs are going on right now (scheduled, queued for a slot, or hedges)."""
+        return len(self._running) + len(self._hedges)
 
     # ------------------------------------------------------------------ the loop
 
@@ -197,6 +216,13 @@ class Scheduler:
             self._running.pop(name, None)
             self._rerun.pop(name, None)
 
+    async def _extra(self, name: str) -> None:
+        async with self._slots:
+            if self._stopping or name not in self._intervals:
+                return
+            self.stats.started += 1
+            await self._run(name)
+
     def stop(self) -> None:
         """Stop dispatching; runs in flight are allowed to finish (or time out)."""
         self._stopping = True
@@ -204,7 +230,7 @@ class Scheduler:
 
     async def drain(self) -> None:
         """Wait for every in-flight run to end."""
-        tasks = list(self._running.values())
+        tasks = [*self._running.values(), *self._hedges]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -63,8 +63,10 @@ class RetrySpec(Frozen):
     max_backoff: Duration = 2.0
 
 
-#: ``retry_interval`` when a check does not set it (see :attr:`CheckSpec.retry_delay`).
-DEFAULT_RETRY_INTERVAL = 1.0
+#: ``retry_interval`` when a check does not set it: this fraction of the interval, at most
+#: :data:`MAX_DEFAULT_RETRY_INTERVAL` (see :attr:`CheckSpec.retry_delay`).
+DEFAULT_RETRY_FRACTION = 0.05
+MAX_DEFAULT_RETRY_INTERVAL = 1.0
 
 
 class CheckSpec(Frozen):
@@ -73,9 +75,11 @@ class CheckSpec(Frozen):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
     type: str
     interval: Duration = 30.0
-    #: After a failed run, while the check is not yet DOWN, the next run starts this long after
-    #: the failure instead of at the next ``interval`` (Nagios' retry_interval). None: 1 s, or
-    #: the interval if shorter. Never later than the interval.
+    #: How soon paramedic looks again when the check seems to be failing, while it is not yet
+    #: DOWN: the next run starts this long after a failed run instead of at the next
+    #: ``interval`` (Nagios' retry_interval), and a run still unanswered this long (and longer
+    #: than the check usually takes) gets another run alongside it (agent.pacing). None: a
+    #: twentieth of the interval, at most 1 s. Never later than the interval.
     retry_interval: Duration | None = None
     timeout: Duration = 5.0
     failure_threshold: int = Field(default=3, ge=1)
@@ -106,9 +110,14 @@ class CheckSpec(Frozen):
 
     @property
     def retry_delay(self) -> float:
-        """Seconds from a failed run (not yet DOWN) to the next: ``retry_interval``, capped at ``interval``."""
-        wanted = DEFAULT_RETRY_INTERVAL if self.retry_interval is None else self.retry_interval
-        return min(wanted, self.interval)
+        """Seconds from a failed run (not yet DOWN) to the next: ``retry_interval``, capped at ``interval``.
+
+        The default scales with the interval: a check run every second is confirmed within
+        50 ms (the operator asked for fast detection), one run every 30 s within 1 s.
+        """
+        if self.retry_interval is None:
+            return min(self.interval * DEFAULT_RETRY_FRACTION, MAX_DEFAULT_RETRY_INTERVAL)
+        return min(self.retry_interval, self.interval)
 
     def effective_conditions(self) -> tuple[CompiledCondition, ...]:
         """The configured conditions, or the probe type's defaults when none are set."""

@@ -46,11 +46,13 @@ class Target:
 
     def __init__(self) -> None:
         self.status = 200
+        self.delay = 0.0  # seconds each answer waits
         self.authorizations: list[str] = []
         target = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                time.sleep(target.delay)
                 auth = self.headers.get("Authorization", "")
                 target.authorizations.append(auth)
                 body = f"auth={auth}\n".encode() if self.path.startswith("/echo") else b"ok\n"
@@ -323,6 +325,52 @@ def test_a_failure_is_confirmed_after_retry_interval_not_a_whole_interval(
     assert rc == 0
 
 
+def test_a_hung_server_is_confirmed_by_a_hedged_run_alongside_the_first(daemons: Callable[[], Daemon]) -> None:
+    hanging = Hanging()
+    try:
+        d = daemons()
+        # a 30 s interval and a 1 s retry: without a hedge the second failure would start only
+        # after the first run's 2 s timeout (and the retry), one run after the other
+        d.write_config([http("hung", f"http://127.0.0.1:{hanging.port}/", interval=30, timeout=2,
+                             failure_threshold=2, retry_interval=1)])
+        d.start()
+        poll(lambda: d.checks()["hung"]["state"] == "DOWN", 15, "hung DOWN", d)
+        first, second = sorted(d.stored_results("hung"), key=lambda r: r["started_at"])
+        assert first["error"] == second["error"] == "ProbeTimeoutError"
+        first_ended = first["started_at"] + first["duration_ms"] / 1000
+        assert second["started_at"] < first_ended - 0.5, (first, second)  # it ran alongside the first
+        assert len(hanging.accepted) == 2
+        families = _families(d.get("/metrics").body.decode())
+        assert _sample(families, "paramedic_hedged_runs", "paramedic_hedged_runs_total", check="hung") == 1
+        assert d.terminate()[0] == 0
+    finally:
+        hanging.close()
+
+
+def test_a_slow_but_healthy_server_is_not_hedged(daemons: Callable[[], Daemon], target: Target) -> None:
+    target.delay = 0.3  # well inside the 1 s timeout: slow is not failing
+    d = daemons()
+    d.write_config([http("slow", target.url(), interval=0.4, timeout=1, failure_threshold=2)])
+    d.start()
+    poll(lambda: len(d.stored_results("slow")) >= 6, 20, "six runs", d)
+    assert {r["status"] for r in d.stored_results("slow")} == {"OK"}
+    families = _families(d.get("/metrics").body.decode())
+    assert not _sample(families, "paramedic_hedged_runs", "paramedic_hedged_runs_total", check="slow")
+    assert d.terminate()[0] == 0
+    assert len(target.authorizations) == len(d.stored_results("slow"))  # one request per run, none extra
+
+
+def test_a_failure_is_written_at_once_not_at_the_next_batch(daemons: Callable[[], Daemon], refused_port: int) -> None:
+    d = daemons()
+    d.write_config([tcp("refused", refused_port, interval=0.5, failure_threshold=1)],
+                   scheduler={"jitter": 0, "flush_interval": 60})
+    d.start()
+    # batches every 60 s: only the write-at-once path can show DOWN within seconds
+    poll(lambda: d.checks()["refused"]["state"] == "DOWN", 10, "DOWN long before the first batch", d)
+    assert d.stored_state("refused").health.value == "DOWN"
+    assert d.terminate()[0] == 0
+
+
 def test_a_restart_resumes_state(
     daemons: Callable[[], Daemon], target: Target, refused_port: int
 ) -> None:
@@ -418,7 +466,8 @@ def test_sigterm_waits_for_the_probe_in_flight_flushes_it_and_exits_0(
     hanging = Hanging()
     try:
         d = daemons()
-        d.write_config([http("hang", f"http://127.0.0.1:{hanging.port}/", timeout=2, interval=30),
+        d.write_config([http("hang", f"http://127.0.0.1:{hanging.port}/", timeout=2, interval=30,
+                             failure_threshold=1),  # one failure decides: no hedged run beside it
                         http("web", target.url(), timeout=1)])
         d.start()
         poll(lambda: hanging.accepted, 10, "the hanging probe's connection", d)

@@ -148,3 +148,50 @@ def test_an_apply_that_raises_is_recorded_as_failed(tmp_path: Path) -> None:
     assert execution.outcome == "failed"
     assert "Docker went away" in store.journal()[0]["outcome_detail"]["result"]["message"]
     store.close()
+
+
+def test_warm_up_opens_the_docker_client_the_first_action_will_use_and_changes_nothing(
+        tmp_path: Path, containers: Any, docker_client: Any) -> None:
+    name = f"paramedic-exec-{uuid.uuid4().hex[:8]}"
+    containers.run(["sleep", "300"], name=name)
+    config = _config(name)
+    store = Store(tmp_path / "s.db")
+    context = ActionContext()
+    executor = Executor(store, context)
+    before = _started_at(docker_client, name)
+
+    async def go() -> tuple[Any, Any]:
+        await executor.warm(config.runbooks)
+        warmed = next(iter(context.resources._items.values()))
+        prepared = await executor.prepare(config.check("web"), config.runbooks[0], 0)
+        assert prepared.plan.changes, prepared.plan.summary
+        used = next(iter(context.resources._items.values()))
+        await context.resources.close()
+        return warmed, used
+
+    warmed, used = asyncio.run(go())
+    assert warmed is used  # the step's inspect used the client the warm-up opened
+    assert _started_at(docker_client, name) == before
+    assert store.journal() == []  # warming journals nothing
+    store.close()
+
+
+def test_warm_up_never_raises_when_docker_is_unreachable(tmp_path: Path) -> None:
+    config = parse_config("""
+checks:
+  - {name: web, type: http, url: "http://127.0.0.1:1/"}
+runbooks:
+  - name: r
+    match: {checks: [web]}
+    steps:
+      - {action: restart, params: {container: c, docker_host: "tcp://127.0.0.1:1"}}
+""")
+    context = ActionContext()
+    store = Store(tmp_path / "s.db")
+
+    async def go() -> None:
+        await Executor(store, context).warm(config.runbooks)  # logs at debug, raises nothing
+        await context.resources.close()
+
+    asyncio.run(go())
+    store.close()

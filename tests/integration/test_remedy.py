@@ -171,3 +171,44 @@ def test_a_refused_step_moves_the_ladder_on_instead_of_replanning_forever(tmp_pa
     assert len(store.journal()) == 2
     assert escalations == []
     store.close()
+
+
+def test_probes_are_held_while_a_step_is_applied_not_while_it_is_verified(tmp_path: Path, sleeper: str,
+                                                                          docker_client: Any) -> None:
+    config = load_config(_config(tmp_path, sleeper))
+    store = Store(config.store_path())
+    held_during_verification: list[bool] = []
+    engine: list[Remedy] = []
+
+    async def run_check(name: str) -> Result:
+        held_during_verification.append(engine[0].holds(name))
+        return (await run_once([config.check(name)]))[0]
+
+    engine.append(Remedy(config, store, Executor(store, ActionContext(operator_stops=store.operator_stops)),
+                         run_check))
+    remedy = engine[0]
+    before = _started(docker_client, sleeper)
+
+    async def go() -> tuple[Any, list[bool]]:
+        samples: list[bool] = []
+
+        async def sample() -> None:
+            while True:
+                samples.append(remedy.holds("web"))
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            return await remedy.handle(_failing(), DOWN), samples
+        finally:
+            sampler.cancel()
+
+    execution, samples = asyncio.run(go())
+    assert execution is not None
+    assert execution.outcome == "ok"
+    assert _started(docker_client, sleeper) != before
+    assert True in samples  # held while Docker restarted the container
+    assert held_during_verification
+    assert not any(held_during_verification)
+    assert not remedy.holds("web")
+    store.close()

@@ -270,16 +270,16 @@ def test_builtin_defaults_without_a_defaults_section() -> None:
     assert spec.retries.attempts == 1
 
 
-def test_retry_interval_defaults_to_one_second_and_never_exceeds_the_interval() -> None:
+def test_retry_interval_defaults_to_a_twentieth_of_the_interval_at_most_1s_and_never_exceeds_it() -> None:
     config = load_text(
         "checks:\n"
         "  - {name: a, type: tcp, host: h, port: 1}\n"
-        "  - {name: b, type: tcp, host: h, port: 1, interval: 500ms}\n"
+        "  - {name: b, type: tcp, host: h, port: 1, interval: 1s}\n"
         "  - {name: c, type: tcp, host: h, port: 1, retry_interval: 200ms}\n"
         "  - {name: d, type: tcp, host: h, port: 1, interval: 5s, retry_interval: 1m}\n"
     )
     assert [(c.retry_interval, c.retry_delay) for c in config.checks] == [
-        (None, 1.0), (None, 0.5), (0.2, 0.2), (60.0, 5.0)]
+        (None, 1.0), (None, 0.05), (0.2, 0.2), (60.0, 5.0)]
     inherited = load_text("defaults: {retry_interval: 250ms}\nchecks: [{name: a, type: tcp, host: h, port: 1}]\n")
     assert inherited.checks[0].retry_delay == 0.25
 

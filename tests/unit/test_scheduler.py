@@ -246,6 +246,47 @@ def test_retry_soon_during_the_run_queues_one_rerun_after_it() -> None:
     scenario(body)
 
 
+def test_hedge_runs_alongside_the_run_in_progress_without_moving_the_schedule() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop, durations={"web": 0.4})
+        s = Scheduler(rec, jitter=0)
+        s.set_checks({"web": 0.8})
+        task = start(s.run_forever())
+        await asyncio.sleep(0.1)
+        assert s.hedge("web")
+        assert not s.hedge("not-configured")
+        assert s.in_flight() == 2
+        await asyncio.sleep(0.9)  # the scheduled runs at 0 and 0.8 s, the hedge at 0.1 s
+        s.stop()
+        await task
+        starts = rec.starts["web"]
+        assert len(starts) == 3, starts
+        assert 0.05 < starts[1] < 0.2
+        assert 0.75 < starts[2] < 0.95
+        assert rec.max_active_per_check["web"] == 2
+        assert (s.stats.hedged, s.stats.started) == (1, 3)
+        assert not s.hedge("web")  # stopped: nothing new starts
+
+    scenario(body)
+
+
+def test_drain_waits_for_hedged_runs_too() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop, durations={"web": 0.3})
+        s = Scheduler(rec, jitter=0)
+        s.set_checks({"web": 60.0})
+        task = start(s.run_forever())
+        await asyncio.sleep(0.05)
+        s.hedge("web")
+        await asyncio.sleep(0.05)
+        s.stop()
+        await task
+        assert len(rec.ends["web"]) == 2  # both ended before run_forever returned
+        assert s.in_flight() == 0
+
+    scenario(body)
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
