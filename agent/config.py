@@ -7,6 +7,14 @@ duration``) in one :class:`~agent.errors.ConfigError`, which the CLI turns into 
 
 ``${VAR}`` and ``${VAR:-default}`` in string values expand from the environment after
 YAML parsing (so a value can never inject YAML structure); ``$$`` is a literal ``$``.
+
+Cold start: a cron ``paramedic check`` loads the config in a fresh interpreter every
+time, so what a config does not use should cost nothing. The optional sections
+(``guardrails``, ``maintenance``, ``incidents``, ``notifications``) have their models in
+:mod:`agent.config_sections`, imported only when a config has one of them or when a
+:class:`Config` property for one is first read; ``runbooks`` is validated on its own, only
+when present. Every model defers building its schema to first use (``Frozen``). The
+result and every error message are the same as validating the whole file with one model.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, JsonValue, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_validator
 
 from agent.durations import Duration
 from agent.errors import ConfigError
@@ -28,6 +36,9 @@ from agent.registry import ACTION_TYPES, UnknownTypeError, action_class, spec_mo
 from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
 
 if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+    from agent.config_sections import GuardrailSettings, IncidentSettings, MaintenanceWindow, NotificationSettings
     from agent.state import Thresholds
     from remediations.base import Params
 
@@ -40,7 +51,7 @@ class Defaults(Frozen):
     """Values every check inherits unless it sets its own."""
 
     interval: Duration = 30.0
-    retry_interval: Duration | None = None  # None: 1 s, at most the check's interval (CheckSpec.retry_delay)
+    retry_interval: Duration | None = None  # None: interval/20, at most 1 s (CheckSpec.retry_delay)
     timeout: Duration = 5.0
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=2, ge=1)
@@ -139,353 +150,28 @@ class StateSettings(Frozen):
     flap_threshold: int = Field(default=6, ge=2)
 
 
-class BackoffSettings(Frozen):
-    """Delay between attempts on one target: ``base * factor**(n-1)``, capped at ``max``, ±``jitter``."""
-
-    base: Duration = 30.0
-    factor: float = Field(default=2.0, ge=1.0, le=10.0)
-    max: Duration = 600.0
-    jitter: float = Field(default=0.1, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _max_not_below_base(self) -> BackoffSettings:
-        if self.max < self.base:
-            raise ValueError("max must not be smaller than base")
-        return self
-
-
-class PerTargetLimits(Frozen):
-    """At most ``budget`` actions per target in ``window``; spent means given up until healthy again."""
-
-    budget: int = Field(default=3, ge=1)
-    window: Duration = 1800.0
-    cooldown: Duration = 120.0
-    backoff: BackoffSettings = Field(default_factory=BackoffSettings)
-    reset_after: Duration = 1800.0
-
-    @field_validator("window")
-    @classmethod
-    def _positive_window(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("window must be greater than 0")
-        return value
-
-
-class GlobalLimits(Frozen):
-    """Limits across every target of this agent."""
-
-    max_per_hour: int = Field(default=20, ge=1)
-    max_concurrent: int = Field(default=2, ge=1)
-
-
-class BlastRadiusSettings(Frozen):
-    """Act on nothing in a group when more than ``max_unhealthy`` of it is unhealthy (1.0 = off)."""
-
-    max_unhealthy: float = Field(default=0.5, gt=0.0, le=1.0)
-
-
-class ApprovalSettings(Frozen):
-    """How long a pending approval request stays open."""
-
-    expiry: Duration = 3600.0
-
-
-class GuardrailSettings(Frozen):
-    """The ``guardrails:`` section; every key and default is documented in docs/guardrails.md."""
-
-    dry_run: bool = False
-    allowed_actions: tuple[str, ...] | None = None  # None: every registered action
-    per_target: PerTargetLimits = Field(default_factory=PerTargetLimits)
-    global_: GlobalLimits = Field(default_factory=GlobalLimits, alias="global")
-    blast_radius: BlastRadiusSettings = Field(default_factory=BlastRadiusSettings)
-    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
-
-
-def _validate_timezone(cls: type, value: str) -> str:
-    """An IANA time zone name (shared by maintenance windows and incidents)."""
-    from agent.schedule_windows import validate_timezone
-
-    return validate_timezone(value)
-
-
-class MaintenanceWindow(Frozen):
-    """A recurring window in which no action runs: starts at each ``cron`` firing, lasts ``duration``.
-
-    ``cron`` is a 5-field expression (or ``@daily``...) read in ``timezone``. Without
-    ``checks`` and ``tags`` the window covers every check; otherwise the checks named or
-    carrying one of the tags.
-    """
-
-    cron: str
-    duration: Duration
-    timezone: str = "UTC"
-    checks: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    reason: str = ""
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_parses(cls, value: str) -> str:
-        from agent.schedule_windows import validate_cron
-        return validate_cron(value)
-
-    _known_timezone = field_validator("timezone")(_validate_timezone)
-
-    @field_validator("duration")
-    @classmethod
-    def _positive_duration(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("duration must be greater than 0")
-        return value
-
-
-# --------------------------------------------------------------------------- incidents
-
-#: ``incidents.response_times`` value meaning the seed's "Next business day".
-NEXT_BUSINESS_DAY: Literal["next-business-day"] = "next-business-day"
-ResponseTime = float | Literal["next-business-day"]
-#: The seed's escalation matrix: SEV-1 5 minutes, SEV-2 15 minutes, SEV-3 1 hour, SEV-4 next business day.
-DEFAULT_RESPONSE_TIMES: dict[SevLevel, ResponseTime] = {
-    "SEV-1": 300.0, "SEV-2": 900.0, "SEV-3": 3600.0, "SEV-4": NEXT_BUSINESS_DAY}
-
-
-class EvidenceSettings(Frozen):
-    """What the read-only collectors gather when an incident opens (docs/incidents.md)."""
-
-    enabled: bool = True
-    log_lines: int = Field(default=100, ge=0, le=5000)
-    max_chars: int = Field(default=8000, ge=200, le=200_000)  # per collector, after scrubbing
-    timeout: Duration = 5.0  # per collector
-    prometheus_queries: int = Field(default=10, ge=0, le=100)  # at most this many prometheus checks' queries
-
-
-class IncidentSettings(Frozen):
-    """The ``incidents:`` section: response times per severity, reminders, evidence, message fields.
-
-    A response time is a duration or ``next-business-day`` (the seed's SEV-4: 09:00 on the
-    next Monday-to-Friday day in ``timezone``, from ``business_day_start``).
-    """
-
-    response_times: dict[SevLevel, Duration | Literal["next-business-day"]] = Field(
-        default_factory=lambda: dict(DEFAULT_RESPONSE_TIMES))
-    reminder_interval: Duration = 4 * 3600.0
-    business_day_start: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    timezone: str = "UTC"
-    service: str = ""  # the notices' Service: line; empty: the runbook's target
-    owner: str = "paramedic"
-    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
-
-    _known_timezone = field_validator("timezone")(_validate_timezone)
-
-    @field_validator("reminder_interval")
-    @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("reminder_interval must be greater than 0")
-        return value
-
-    def response_time(self, severity: str) -> ResponseTime:
-        """The configured response time of ``severity`` (the seed's matrix for one not set)."""
-        for times in (self.response_times, DEFAULT_RESPONSE_TIMES):
-            for level, value in times.items():
-                if level == severity:
-                    return value
-        return 3600.0
-
-
-# --------------------------------------------------------------------------- notifications
-
-NoticeKind = Literal["initial", "update", "resolution", "reminder", "escalation", "ack"]
-NOTICE_KINDS: tuple[NoticeKind, ...] = ("initial", "update", "resolution", "reminder", "escalation", "ack")
-SEV_LEVELS: tuple[SevLevel, ...] = ("SEV-1", "SEV-2", "SEV-3", "SEV-4")
-PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
-_CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
-
-
-def _http_url(value: str) -> str:
-    """Raise if ``value`` is not an http(s) URL with a host; never echo it (it may hold a token)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        raise ValueError("must be an http:// or https:// URL with a host") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    return value
-
-
-class NotifyRetry(Frozen):
-    """How a failed delivery is retried: exponential backoff with jitter, persisted in the outbox."""
-
-    attempts: int = Field(default=8, ge=1, le=100)
-    initial: Duration = 5.0
-    max_delay: Duration = 600.0
-    jitter: Duration = 2.0
-
-
-class ChannelBase(Frozen):
-    """What every notification channel has: a name, a route (severities x kinds), templates."""
-
-    name: str = Field(min_length=1, pattern=_CHANNEL_NAME)
-    severities: tuple[SevLevel, ...] = Field(default=SEV_LEVELS, min_length=1)
-    kinds: tuple[NoticeKind, ...] = Field(default=NOTICE_KINDS, min_length=1)
-    templates: dict[NoticeKind, str] = Field(default_factory=dict)
-    timeout: Duration = 10.0
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("timeout must be greater than 0")
-        return value
-
-    def accepts(self, severity: str, kind: str) -> bool:
-        """Whether a notice of this severity and kind goes to this channel."""
-        return severity in self.severities and kind in self.kinds
-
-
-class LogChannel(ChannelBase):
-    """Write the message to the ``paramedic`` logger."""
-
-    type: Literal["log"]
-    level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
-
-
-class WebhookChannel(ChannelBase):
-    """POST the notice and its text as JSON; signed with HMAC-SHA256 when ``secret`` is set."""
-
-    type: Literal["webhook"]
-    url: SecretStr
-    secret: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    ca_file: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        _http_url(value.get_secret_value())
-        return value
-
-    @model_validator(mode="after")
-    def _one_authorization(self) -> WebhookChannel:
-        has_userinfo = "@" in self.url.get_secret_value().partition("://")[2].partition("/")[0]
-        if has_userinfo and any(k.lower() == "authorization" for k in self.headers):
-            raise ValueError("give credentials either in the URL or in an Authorization header, not both")
-        return self
-
-
-class SlackChannel(ChannelBase):
-    """A Slack incoming webhook (the whole URL is the credential)."""
-
-    type: Literal["slack"]
-    url: SecretStr
-    blocks: bool = False
-    ca_file: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        _http_url(value.get_secret_value())
-        return value
-
-
-class EmailChannel(ChannelBase):
-    """SMTP: STARTTLS by default (``tls: tls`` for implicit TLS on 465); AUTH only over TLS."""
-
-    type: Literal["email"]
-    host: str = Field(min_length=1)
-    port: int = Field(default=587, ge=1, le=65535)
-    tls: Literal["starttls", "tls", "none"] = "starttls"
-    username: str | None = None
-    password: SecretStr | None = None
-    sender: str = Field(alias="from", min_length=3)
-    recipients: tuple[str, ...] = Field(alias="to", min_length=1)
-    subject: str | None = None
-    ca_file: str | None = None
-
-    @field_validator("sender")
-    @classmethod
-    def _sender(cls, value: str) -> str:
-        return _address(value)
-
-    @field_validator("recipients")
-    @classmethod
-    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_address(v) for v in value)
-
-    @model_validator(mode="after")
-    def _auth_needs_tls(self) -> EmailChannel:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        if self.username is not None and self.tls == "none":
-            raise ValueError("username/password are only sent over TLS: set tls to starttls or tls")
-        return self
-
-
-def _address(value: str) -> str:
-    if "\r" in value or "\n" in value or "@" not in value:
-        raise ValueError("must be an e-mail address (name@domain)")
-    return value
-
-
-class PagerDutyChannel(ChannelBase):
-    """PagerDuty Events API v2: trigger, acknowledge and resolve one alert per incident."""
-
-    type: Literal["pagerduty"]
-    routing_key: SecretStr
-    url: str = PAGERDUTY_EVENTS_URL
-    source: str = ""
-    ca_file: str | None = None
-
-    @field_validator("routing_key")
-    @classmethod
-    def _key(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _http_url(value)
-
-
-ChannelSpec = Annotated[
-    LogChannel | WebhookChannel | SlackChannel | EmailChannel | PagerDutyChannel, Field(discriminator="type")
-]
-CHANNEL_TYPES = ("log", "webhook", "slack", "email", "pagerduty")
-
-
-class NotificationSettings(Frozen):
-    """The ``notifications:`` section: channels, how failed deliveries are retried, how long rows are kept."""
-
-    channels: tuple[ChannelSpec, ...] = ()
-    retry: NotifyRetry = Field(default_factory=NotifyRetry)
-    retention: Duration = 7 * 86400.0
-
-    def channel(self, name: str) -> ChannelBase:
-        """The channel called ``name``; ``KeyError`` if there is none."""
-        for spec in self.channels:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
-
 class _Top(Frozen):
-    """The top-level keys other than ``checks`` (validated per item by their type)."""
+    """The top-level keys other than ``checks`` (validated per item by their type), ``runbooks``
+    and the optional sections (validated on their own, only when present)."""
 
     defaults: Defaults = Field(default_factory=Defaults)
-    runbooks: tuple[Runbook, ...] = ()
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
 
 
-#: Sections validated only when present (their models are built on first use: defer_build),
-#: so a cron ``paramedic check`` of a small config does not pay for them.
+class _Runbooks(Frozen):
+    """``runbooks:`` on its own, so that a config without runbooks never builds the Runbook schemas.
+
+    Validated as ``{"runbooks": value}``: errors keep their paths (``runbooks[0].match``).
+    """
+
+    runbooks: tuple[Runbook, ...] = ()
+
+
+#: Sections validated only when present, with models from agent.config_sections (imported
+#: then), so a cron ``paramedic check`` of a small config does not pay for them.
 _OPTIONAL_SECTIONS = ("guardrails", "maintenance", "incidents")
 _ABSENT = object()
 M = TypeVar("M", bound=Frozen)
@@ -512,17 +198,29 @@ class Config:
     @property
     def notifications(self) -> NotificationSettings:
         """The ``notifications:`` section (defaults when absent, built on first use)."""
-        return self._notifications if self._notifications is not None else _default(NotificationSettings)
+        if self._notifications is not None:
+            return self._notifications
+        from agent import config_sections
+
+        return _default(config_sections.NotificationSettings)
 
     @property
     def guardrails(self) -> GuardrailSettings:
         """The ``guardrails:`` section (defaults when absent, built on first use)."""
-        return self._guardrails if self._guardrails is not None else _default(GuardrailSettings)
+        if self._guardrails is not None:
+            return self._guardrails
+        from agent import config_sections
+
+        return _default(config_sections.GuardrailSettings)
 
     @property
     def incidents(self) -> IncidentSettings:
         """The ``incidents:`` section (defaults when absent, built on first use)."""
-        return self._incidents if self._incidents is not None else _default(IncidentSettings)
+        if self._incidents is not None:
+            return self._incidents
+        from agent import config_sections
+
+        return _default(config_sections.IncidentSettings)
 
     def store_path(self) -> Path:
         """The store file, resolved against the config file's directory."""
@@ -560,16 +258,17 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 
 def _pydantic_problems(exc: ValidationError, prefix: Sequence[str | int]) -> list[str]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = [*prefix, *err["loc"]]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            message = message[:1].lower() + message[1:]
-        problems.append(f"{format_path(loc)}: {message}")
-    return problems
+    return [_problem(err, prefix) for err in exc.errors(include_url=False)]
+
+
+def _problem(err: ErrorDetails, prefix: Sequence[str | int]) -> str:
+    loc = [*prefix, *err["loc"]]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        message = message[:1].lower() + message[1:]
+    return f"{format_path(loc)}: {message}"
 
 
 # --------------------------------------------------------------------------- env expansion
@@ -654,19 +353,26 @@ def _default(model: type[M]) -> M:
 
 
 def _sections(raw: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
-    """Validate the optional sections that are present; absent ones stay None (defaults)."""
+    """Validate the optional sections that are present; absent ones stay None (defaults).
+
+    Their models (agent.config_sections) are imported only when one of them is present.
+    """
     out: dict[str, Any] = {}
-    models: dict[str, Any] = {"guardrails": GuardrailSettings, "incidents": IncidentSettings}
+    present = [key for key in _OPTIONAL_SECTIONS if key in raw]
+    if not present:
+        return out
+    from agent import config_sections
+
+    models: dict[str, Any] = {"guardrails": config_sections.GuardrailSettings,
+                              "incidents": config_sections.IncidentSettings}
     ok = True
-    for key in _OPTIONAL_SECTIONS:
-        if key not in raw:
-            continue
+    for key in present:
         value = raw.pop(key)
         try:
             if key == "maintenance":
                 from pydantic import TypeAdapter
 
-                out[key] = TypeAdapter(tuple[MaintenanceWindow, ...]).validate_python(value or ())
+                out[key] = TypeAdapter(tuple[config_sections.MaintenanceWindow, ...]).validate_python(value or ())
             else:
                 out[key] = models[key].model_validate({} if value is None else value)
         except ValidationError as exc:
@@ -680,35 +386,52 @@ def _validate(raw: dict[str, Any], source: str, problems: list[str]) -> Config |
     raw_notifications = raw.pop("notifications", None) if "notifications" in raw else _ABSENT
     notifications = None if raw_notifications is _ABSENT else _validate_notifications(raw_notifications, problems)
     sections = _sections(raw, problems)
+    runbook_problems: list[str] = []
+    runbooks = _validate_runbooks(raw.pop("runbooks"), runbook_problems) if "runbooks" in raw else ()
     top: _Top | None = None
+    top_problems: list[str] = []
+    n_defaults = 0
     bad_defaults: set[str | int] = set()
     try:
         top = _Top.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, ()))
+        errors = exc.errors(include_url=False)
+        top_problems = [_problem(e, ()) for e in errors]
+        n_defaults = sum(1 for e in errors if e["loc"][:1] == ("defaults",))  # first: pydantic keeps field order
         # a bad default is reported once, at defaults.*, not again under every check
-        bad_defaults = {e["loc"][1] for e in exc.errors() if len(e["loc"]) > 1 and e["loc"][0] == "defaults"}
+        bad_defaults = {e["loc"][1] for e in errors if len(e["loc"]) > 1 and e["loc"][0] == "defaults"}
+    # runbooks' problems go where they were when runbooks was _Top's field after defaults
+    problems.extend([*top_problems[:n_defaults], *runbook_problems, *top_problems[n_defaults:]])
     defaults_raw = raw.get("defaults") or {}
     if not isinstance(defaults_raw, dict):
         defaults_raw = {}
     defaults = {k: v for k, v in defaults_raw.items() if k not in bad_defaults}
     checks = _validate_checks(raw_checks, defaults, problems)
-    if top is None or checks is None or sections is None or (raw_notifications is not _ABSENT and
-                                                              notifications is None):
+    if top is None or checks is None or sections is None or runbooks is None or (
+            raw_notifications is not _ABSENT and notifications is None):
         return None
     guardrails = sections.get("guardrails")
     maintenance: tuple[MaintenanceWindow, ...] = sections.get("maintenance", ())
-    problems.extend(_cross_check(checks, top.runbooks))
+    problems.extend(_cross_check(checks, runbooks))
     problems.extend(_check_dependencies(checks))
     problems.extend(_check_guardrail_names(checks, guardrails, maintenance))
-    problems.extend(_type_steps(top.runbooks))
+    problems.extend(_type_steps(runbooks))
     if problems:
         return None
-    step_params = [step.typed_params for book in top.runbooks for step in book.steps]
+    step_params = [step.typed_params for book in runbooks for step in book.steps]
     secrets = collect_secrets((checks, step_params, notifications))  # a DSN, a webhook token, a routing key...
-    return Config(checks, top.runbooks, top.defaults, source, Redactor(secrets),
+    return Config(checks, runbooks, top.defaults, source, Redactor(secrets),
                   top.store, top.server, top.scheduler, top.state, maintenance=maintenance,
                   _notifications=notifications, _guardrails=guardrails, _incidents=sections.get("incidents"))
+
+
+def _validate_runbooks(raw: Any, problems: list[str]) -> tuple[Runbook, ...] | None:
+    """The ``runbooks:`` list (each step's params are typed later, by :func:`_type_steps`)."""
+    try:
+        return _Runbooks.model_validate({"runbooks": raw}).runbooks
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, ()))
+        return None
 
 
 def _validate_checks(raw: Any, defaults: dict[str, Any], problems: list[str]) -> tuple[CheckSpec, ...] | None:
@@ -753,16 +476,15 @@ def _validate_check(index: int, item: Any, defaults: dict[str, Any], problems: l
         return None
 
 
-_CHANNEL_TAG = re.compile(r"^(notifications\.channels\[\d+\])\.(?:" + "|".join(CHANNEL_TYPES) + r")\b")
-
-
 def _validate_notifications(raw: Any, problems: list[str]) -> NotificationSettings | None:
     """The ``notifications:`` section, its channel names, and every custom template compiled and tried."""
+    from agent import config_sections
+
     try:
-        settings = NotificationSettings.model_validate({} if raw is None else raw)
+        settings = config_sections.NotificationSettings.model_validate({} if raw is None else raw)
     except ValidationError as exc:
         # a channel's errors read notifications.channels[1].url, not ...channels[1].webhook.url
-        problems.extend(_CHANNEL_TAG.sub(r"\1", p) for p in _pydantic_problems(exc, ("notifications",)))
+        problems.extend(config_sections.CHANNEL_TAG.sub(r"\1", p) for p in _pydantic_problems(exc, ("notifications",)))
         return None
     before = len(problems)
     seen: dict[str, int] = {}
@@ -771,7 +493,7 @@ def _validate_notifications(raw: Any, problems: list[str]) -> NotificationSettin
             problems.append(f"notifications.channels[{index}].name: duplicate channel name {spec.name!r}"
                             f" (also notifications.channels[{seen[spec.name]}])")
         seen.setdefault(spec.name, index)
-        subject = spec.subject if isinstance(spec, EmailChannel) else None
+        subject = spec.subject if isinstance(spec, config_sections.EmailChannel) else None
         if spec.templates or subject is not None:
             from agent.notify.templates import template_problems  # Jinja2 only when a template is set
 
@@ -874,8 +596,6 @@ __all__ = [
     "ConditionSpec",
     "Config",
     "Defaults",
-    "GuardrailSettings",
-    "MaintenanceWindow",
     "Runbook",
     "load_config",
     "parse_config",

@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config import Config, EvidenceSettings, Runbook
+from agent.config import Config, Runbook
+from agent.config_sections import EvidenceSettings
 from checks.base import CheckSpec, Resources
 from remediations.base import Target
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent.config import GuardrailSettings
+from agent.config_sections import GuardrailSettings
 from agent.durations import format_duration
 from agent.results import Status
 from agent.schedule_windows import ActiveWindow

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from agent import runbooks
-from agent.config import NEXT_BUSINESS_DAY, Config, IncidentSettings, NoticeKind, Runbook, SevLevel
+from agent.config import Config, Runbook, SevLevel
+from agent.config_sections import NEXT_BUSINESS_DAY, IncidentSettings, NoticeKind
 from agent.durations import format_duration
 from agent.logs import LOGGER
 from agent.notify.templates import Notice

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import guardrails, runbooks
-from agent.config import Config, GuardrailSettings, Runbook
+from agent.config import Config, Runbook
+from agent.config_sections import GuardrailSettings
 from agent.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared
 from agent.logs import LOGGER
 from agent.remedy_events import NO_EVENTS, RemedyEvents

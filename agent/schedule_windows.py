@@ -1,6 +1,6 @@
 """Maintenance windows: recurring periods in which paramedic changes nothing.
 
-A window (``maintenance:`` in config, :class:`agent.config.MaintenanceWindow`) starts at
+A window (``maintenance:`` in config, :class:`agent.config_sections.MaintenanceWindow`) starts at
 every firing of a 5-field ``cron`` expression read in its ``timezone`` and lasts
 ``duration`` of real (elapsed) time. It is *active* at ``now`` when some firing ``t``
 satisfies ``t <= now < t + duration``; the latest firing at or before ``now`` decides,
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.durations import format_duration
 
 if TYPE_CHECKING:
-    from agent.config import MaintenanceWindow
+    from agent.config_sections import MaintenanceWindow
 
 _ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
 

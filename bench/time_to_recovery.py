@@ -382,8 +382,8 @@ def main() -> None:
                         help="run only this scenario (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random fault timing")
     parser.add_argument("--retry-interval", type=float, default=None, metavar="SECONDS",
-                        help="the checks' retry_interval (default: paramedic's, a twentieth of the interval, at most 1 s; "
-                             "3600 gives the behaviour before retry_interval existed)")
+                        help="the checks' retry_interval (default: paramedic's, a twentieth of the interval, "
+                             "at most 1 s; 3600 gives the behaviour before retry_interval existed)")
     parser.add_argument("--via", choices=["ip", "port"], default="port",
                         help="where to poll for the 200: the published 127.0.0.1 port (port, the default: what the "
                              "service's clients see) or the container's bridge address, port 80 (ip: what a client "

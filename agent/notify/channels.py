@@ -43,7 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from agent.config import (
+from agent.config_sections import (
     ChannelBase,
     EmailChannel,
     LogChannel,

@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential, wait_random
 
-from agent.config import ChannelBase, NotificationSettings, NotifyRetry
+from agent.config_sections import ChannelBase, NotificationSettings, NotifyRetry
 from agent.durations import format_duration
 from agent.errors import StoreError
 from agent.notify.channels import LOGGER, Channel, DeliveryError, HttpPoster, build_channels

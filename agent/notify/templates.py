@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from agent.config import NOTICE_KINDS, SEV_LEVELS, NoticeKind, SevLevel
+from agent.config import SevLevel
+from agent.config_sections import NOTICE_KINDS, SEV_LEVELS, NoticeKind
 from agent.durations import format_duration
 
 if TYPE_CHECKING:

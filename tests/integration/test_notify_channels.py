@@ -39,7 +39,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from agent.config import Config, NoticeKind, parse_config
+from agent.config import Config, parse_config
+from agent.config_sections import NoticeKind
 from agent.notify import Notice
 from agent.notify.outbox import Notifier
 from agent.store import OutboxRow, Store

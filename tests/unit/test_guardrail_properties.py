@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import GuardrailSettings
+from agent.config_sections import GuardrailSettings
 from agent.guardrails import (
     POLICIES,
     Admission,

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import GuardrailSettings, MaintenanceWindow, parse_config
+from agent.config import parse_config
+from agent.config_sections import GuardrailSettings, MaintenanceWindow
 from agent.errors import ConfigError
 from agent.guardrails import (
     POLICIES,

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent.config import NOTICE_KINDS, Config, NoticeKind, parse_config
+from agent.config import Config, parse_config
+from agent.config_sections import NOTICE_KINDS, NoticeKind
 from agent.errors import ConfigError
 from agent.notify import Notice
 from agent.notify.channels import pagerduty_dedup_key, pagerduty_event, sign, slack_escape
