@@ -244,13 +244,10 @@ class LogChannel(ChannelBase):
     level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
 
 
-class WebhookChannel(ChannelBase):
-    """POST the notice and its text as JSON; signed with HMAC-SHA256 when ``secret`` is set."""
+class _UrlChannel(ChannelBase):
+    """A channel that POSTs to an http(s) URL kept secret (it may carry a token), optionally with its own CA."""
 
-    type: Literal["webhook"]
     url: SecretStr
-    secret: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
     ca_file: str | None = None
 
     @field_validator("url")
@@ -258,6 +255,14 @@ class WebhookChannel(ChannelBase):
     def _url(cls, value: SecretStr) -> SecretStr:
         _http_url(value.get_secret_value())
         return value
+
+
+class WebhookChannel(_UrlChannel):
+    """POST the notice and its text as JSON; signed with HMAC-SHA256 when ``secret`` is set."""
+
+    type: Literal["webhook"]
+    secret: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_authorization(self) -> WebhookChannel:
@@ -267,19 +272,11 @@ class WebhookChannel(ChannelBase):
         return self
 
 
-class SlackChannel(ChannelBase):
+class SlackChannel(_UrlChannel):
     """A Slack incoming webhook (the whole URL is the credential)."""
 
     type: Literal["slack"]
-    url: SecretStr
     blocks: bool = False
-    ca_file: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        _http_url(value.get_secret_value())
-        return value
 
 
 class EmailChannel(ChannelBase):
