@@ -3,8 +3,8 @@
 Starts a local HTTP server in its own process (``python -m http.server`` on a free
 127.0.0.1 port), writes a throwaway config with two HTTP probes against it, then times
 ``paramedic check -c CONFIG`` as a cron job runs it: 2 warm-up runs, then 20 measured runs
-(wall time around ``subprocess.run``). ``python -c pass`` is timed the same way for
-reference. Prints figures; asserts nothing about them (the target in issue 2 is a
+(wall time around ``subprocess.run``), taking turns with ``--no-store`` and with ``python
+-c pass``, which is the machine's reference. Prints figures; asserts nothing about them (the target in issue 2 is a
 median under 0.35 s).
 
 Bytecode: the children run without ``PYTHONDONTWRITEBYTECODE``, as a cron job on an
@@ -61,23 +61,32 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], runs: int, warmup: int, cwd: Path) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of each measured run; every run must exit 0."""
-    wall, cpu = [], []
+Measured = tuple[list[float], list[float]]
+
+
+def timed(commands: list[list[str]], runs: int, warmup: int, cwd: Path) -> list[Measured]:
+    """Wall and CPU seconds of each measured run of each command; every run must exit 0.
+
+    The commands take turns (one run of each per round), so a machine that speeds up or
+    slows down during the bench (this one drifts by a third within minutes) weighs on all
+    of them alike, and ``python -c pass`` stays a fair reference.
+    """
+    measured: list[Measured] = [([], []) for _ in commands]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for i in range(warmup + runs):
-        c0, t0 = _children_cpu(), time.perf_counter()
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-        elapsed, used = time.perf_counter() - t0, _children_cpu() - c0
-        if proc.returncode != 0:
-            sys.exit(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-        if i >= warmup:
-            wall.append(elapsed)
-            cpu.append(used)
-    return wall, cpu
+        for argv, (wall, cpu) in zip(commands, measured, strict=True):
+            c0, t0 = _children_cpu(), time.perf_counter()
+            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+            elapsed, used = time.perf_counter() - t0, _children_cpu() - c0
+            if proc.returncode != 0:
+                sys.exit(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+            if i >= warmup:
+                wall.append(elapsed)
+                cpu.append(used)
+    return measured
 
 
-def describe(label: str, measured: tuple[list[float], list[float]]) -> str:
+def describe(label: str, measured: Measured) -> str:
     wall, cpu = measured
     p90 = statistics.quantiles(wall, n=10, method="inclusive")[8]
     return (f"{label:<34} median {statistics.median(wall) * 1000:7.1f} ms   "
@@ -112,9 +121,11 @@ def main() -> int:
                 "    conditions: [status_code == 200]\n"
             )
             paramedic = paramedic_command()
-            check = timed([paramedic, "check", "-c", str(config)], args.runs, args.warmup, root)
-            no_store = timed([paramedic, "check", "--no-store", "-c", str(config)], args.runs, args.warmup, root)
-            bare = timed([sys.executable, "-c", "pass"], args.runs, args.warmup, root)
+            check, no_store, bare = timed([
+                [paramedic, "check", "-c", str(config)],
+                [paramedic, "check", "--no-store", "-c", str(config)],
+                [sys.executable, "-c", "pass"],
+            ], args.runs, args.warmup, root)
         finally:
             server.terminate()
             server.wait(10)
