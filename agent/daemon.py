@@ -17,7 +17,11 @@ on a bridge network, leaves the host's ARP entry for it unresolved for a second.
 
 Signals: SIGTERM/SIGINT stop scheduling, let in-flight probes finish or time out, flush,
 and exit 0. SIGHUP reloads the config: unchanged checks keep their state, probe and phase;
-an invalid new config is logged with every problem and the old one keeps running.
+runbooks, guardrails, notification channels and incident settings are the new ones from
+the next decision and the next notice on (the engine's ladders and journal are in the
+store and carry over; an action in flight finishes as it started); an invalid new config,
+or a notification channel that cannot be built, is logged with every problem and the old
+config keeps running, all of it. One log line says what the reload changed.
 """
 
 from __future__ import annotations
@@ -410,20 +414,47 @@ class Daemon:
         self._reload_event.set()
 
     async def reload(self) -> bool:
-        """Load the config file again; apply it if valid, keep the old one otherwise."""
+        """Load the config file again; apply it if valid, keep the old one otherwise.
+
+        Everything that can refuse is done before anything changes: the file is validated
+        and the new notification channels are built (a CA file that cannot be read), so a
+        rejected reload leaves the whole running config in place.
+        """
         if self.config_path is None:
             return False
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
+            setup = await asyncio.to_thread(self._prepare_notifications, new)
         except ConfigError as exc:
             LOGGER.error("reload rejected, keeping the running config: %s", "; ".join(exc.problems),
                          extra={"problems": exc.problems})
             return False
-        await self._swap(new)
-        LOGGER.info("config reloaded: %d checks", len(self.checks))
+        old = self.config
+        abandoned = await self._swap(new, setup)
+        from agent.reloads import summary
+
+        text, record = summary(old, new, notifications_active=self.incidents is not None, abandoned=abandoned)
+        LOGGER.info("config reloaded: %s", text, extra={"reload": record})
         return True
 
-    async def _swap(self, new: Config) -> None:
+    def _prepare_notifications(self, new: Config) -> Any:
+        """The new config's notification channels, built (``ConfigError`` if one cannot be).
+
+        With an incident layer running: its notifier's ``ChannelSetup``, applied by
+        :meth:`_swap`. Without one but with runbooks in the new config, the layer starts
+        after the swap: its channels are tried here, so that start cannot fail half-way.
+        """
+        if self.incidents is not None:
+            return self.incidents.prepare(new)
+        if new.runbooks and self.store is not None:
+            from agent.notify.channels import HttpPoster, build_channels
+
+            build_channels(new.notifications, HttpPoster())  # no session is opened until a send
+        return None
+
+    async def _swap(self, new: Config, setup: Any = None) -> dict[str, tuple[int, ...]]:
+        """Make ``new`` the running config; returns the pending notices marked failed, by removed channel."""
+        old = self.config
         old_specs = {name: slot.spec for name, slot in self.checks.items()}
         new_specs = {s.name: s for s in new.checks}
         removed = set(old_specs) - set(new_specs)
@@ -441,15 +472,25 @@ class Daemon:
         if new.server != self.config.server:
             LOGGER.warning("server.listen changed: takes effect after a restart")
         self.config = new
+        abandoned: dict[str, tuple[int, ...]] = {}
         if self.remedy is not None:
-            self.remedy.config = new
+            self.remedy.reconfigure(new)
+            if new.runbooks != old.runbooks and new.runbooks:
+                self._background.append(asyncio.create_task(self.remedy.executor.warm(new.runbooks), name="warm-up"))
         if self.incidents is not None:
-            self.incidents.reconfigure(new)
+            abandoned = await self.incidents.reconfigure(new, setup or self.incidents.prepare(new))
         self._apply_redactor()
         assert self.scheduler is not None
         self.scheduler.set_checks({s.name: s.interval for s in new.checks})
         if self.events is not None:
             self.events.update(self)
+        if self.remedy is None and new.runbooks:
+            LOGGER.info("the config has runbooks now: starting the runbook engine and the incident layer")
+            try:
+                await self._start_remedy()
+            except Exception:  # the rest of the reload is applied: say what is missing, do not undo it
+                LOGGER.exception("starting the runbook engine failed; runbooks take effect after a restart")
+        return abandoned
 
     # ------------------------------------------------------------------ optional parts
 
@@ -463,7 +504,11 @@ class Daemon:
         return server
 
     async def _start_remedy(self) -> None:
-        """Build the runbook engine and reconcile actions a previous run was killed in."""
+        """Build the runbook engine and reconcile actions a previous run was killed in.
+
+        At start, or at the reload that brings the config's first runbook. A reload that
+        removes every runbook keeps both (the engine idle, open incidents still tracked).
+        """
         if not self.config.runbooks or self.store is None:
             return
         from agent.executor import Executor

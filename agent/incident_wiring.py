@@ -8,20 +8,30 @@ shutdown (after the engine drained and the last results were flushed) evidence s
 being collected gets a few seconds, then the dispatcher stops; notices not yet sent stay
 in the outbox and go out at the next start.
 
-A SIGHUP reload gives the incident layer the new ``incidents:`` settings; notification
-*channels* are built once, at start: a change to ``notifications:`` needs a restart.
+A SIGHUP reload is applied in two steps, so a channel that cannot be built rejects the
+whole reload instead of leaving half of it applied: :meth:`IncidentLayer.prepare` builds
+the new channels before the daemon changes anything, :meth:`IncidentLayer.reconfigure`
+then gives the incident layer the new ``incidents:`` settings and the notifier the new
+channels, routes, templates and retry settings (``Notifier.apply``: pending notices of a
+channel still there go to its new definition, those of a removed channel are marked
+failed). A config that gains its first runbook on reload gets the layer then
+(``Daemon._start_remedy``); one that loses its last runbook keeps it, so the incidents
+still open resolve, remind and notify.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.evidence import EvidenceCollector
 from agent.incidents import Incidents, cancel
 from agent.remedy_events import SafeEvents
+
+if TYPE_CHECKING:
+    from agent.notify.outbox import ChannelSetup
 
 #: How often reminders and response-time escalations are looked for.
 TICK_INTERVAL = 15.0
@@ -35,9 +45,18 @@ class IncidentLayer:
     notifier: Any
     ticker: asyncio.Task[None] | None = None
 
-    def reconfigure(self, config: Config) -> None:
-        """A reloaded config (channels are not rebuilt: see the module doc)."""
+    def prepare(self, config: Config) -> ChannelSetup:
+        """Build ``config``'s notification channels; ``ConfigError`` if one cannot be. Changes nothing."""
+        setup: ChannelSetup = self.notifier.prepare(config.notifications, config.redactor)
+        return setup
+
+    async def reconfigure(self, config: Config, setup: ChannelSetup) -> dict[str, tuple[int, ...]]:
+        """A reloaded config: new incident settings, and ``setup`` (from :meth:`prepare`) as the channels.
+
+        Returns the ids of pending notices marked failed, by removed channel."""
         self.incidents.reconfigure(config)
+        abandoned: dict[str, tuple[int, ...]] = await self.notifier.apply(setup)
+        return abandoned
 
     def prune(self) -> int:
         """Forget old sent/failed outbox rows (the daemon's maintenance loop)."""

@@ -191,7 +191,9 @@ class Incidents(RemedyEvents):
         return self.config.incidents
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config: new response times, reminders, evidence settings (channels stay)."""
+        """A reloaded config: new response times, reminders, evidence and message settings, runbooks.
+
+        The notifier's channels are the notifier's business (``Notifier.apply``)."""
         self.config = config
         if self.collector is not None:
             self.collector.config = config

@@ -40,6 +40,7 @@ from agent.results import Result, Status
 from agent.schedule_windows import active_windows
 from agent.state import CheckState, Health
 from agent.store import Store
+from checks.base import CheckSpec
 from remediations.base import Verification, resolve_target, verify
 
 PAUSE_FLAG = "pause"
@@ -128,6 +129,21 @@ class Remedy:
                "exhausted": position.exhausted, "last_verified": self._last_verified.get(key)}
         self.store.set_flag(f"{LADDER_FLAG}{key[0]}\x1f{key[1]}", doc)
 
+    # ------------------------------------------------------------------ config reloads
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its runbooks, guardrails, maintenance windows and checks decide from
+        the next decision on.
+
+        What the engine keeps is in the store and stays: ladder positions (by runbook name and
+        target: a runbook that keeps its name keeps its place, bounded by its new steps), the
+        journal that budgets, cooldowns and backoff count, approvals, the pause switch. A
+        decision already past its guardrails, and an action in flight, finish with the runbook
+        step they started with (its verification re-runs the check as long as it exists).
+        """
+        self.config = config
+        self.executor.redactor = config.redactor  # the journal is masked with the new secrets too
+
     # ------------------------------------------------------------------ the daemon's entry points
 
     def on_result(self, result: Result, state: CheckState | None) -> None:
@@ -208,7 +224,10 @@ class Remedy:
 
     async def handle(self, result: Result, state: CheckState) -> Execution | None:
         """Decide and, if allowed, act on one CRITICAL result of a DOWN check."""
-        spec = self.config.check(result.name)
+        try:
+            spec = self.config.check(result.name)
+        except KeyError:
+            return None  # a reload removed the check since this result
         book = runbooks.match(self.config.runbooks, spec, result.status)
         if book is None:
             return None
@@ -253,7 +272,7 @@ class Remedy:
         try:
             execution = await self.executor.execute(
                 prepared, decisions, dry_run=admission.dry_run or self.dry_run,
-                verify=lambda: self._verify(check.name, check.success_threshold, step.verify_for),
+                verify=lambda: self._verify(check, check.success_threshold, step.verify_for),
                 while_applying=self._holding(prepared),
             )
         finally:
@@ -273,10 +292,17 @@ class Remedy:
         self.events.action(prepared, execution)
         return execution
 
-    async def _verify(self, check: str, success_threshold: int, deadline: float) -> Verification:
-        spec = self.config.check(check)
-        return await verify(lambda: self.run_check(check), success_threshold, deadline,
-                            interval_s=min(spec.interval, 1.0))
+    async def _verify(self, check: CheckSpec, success_threshold: int, deadline: float) -> Verification:
+        """Re-run ``check`` until it passes ``success_threshold`` times or ``deadline`` passes
+        (paced by the spec the step was prepared with); a check a reload removed fails it."""
+        try:
+            return await verify(lambda: self.run_check(check.name), success_threshold, deadline,
+                                interval_s=min(check.interval, 1.0))
+        except KeyError:  # the daemon no longer runs it (removed by a reload)
+            LOGGER.warning("check %s was removed from the config during its verification", check.name,
+                           extra={"check": check.name})
+            return Verification(False, 0, 0, 0.0, "UNKNOWN",
+                                f"check {check.name} was removed from the config during the verification")
 
     def _record_block(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
                       decisions: list[dict[str, Any]]) -> None:
@@ -304,8 +330,9 @@ class Remedy:
 
     def _situation(self, prepared: Prepared, result: Result, state: CheckState | None) -> guardrails.Situation:
         """Everything the policies look at, read from the store and config (runs in a thread)."""
+        config = self.config  # one config throughout, even if a reload swaps it meanwhile
         now = self.clock()
-        settings = self._settings()
+        settings = self._settings(config)
         spec, target = prepared.check, prepared.target
         states = self.store.states()
         health = state.visible if state is not None else Health.OK
@@ -345,23 +372,24 @@ class Remedy:
             step=prepared.step_index, needs_approval=prepared.step.needs_approval, check_tags=spec.tags,
             groups=guardrails.check_groups(spec, target), history=history,
             running=tuple(running.values()),
-            members=guardrails.members_of(self.config.checks, states, self._target_keys()),
+            members=guardrails.members_of(config.checks, states, self._target_keys(config)),
             operator_stopped=stopped, depends_on=deps, silences=silences,
-            maintenance=active_windows(self.config.maintenance, now),
+            maintenance=active_windows(config.maintenance, now),
             paused=bool(pause), pause_reason=(pause or {}).get("reason", "") if isinstance(pause, dict) else "",
             approval=approval[0], approval_requested_at=approval[1], approval_by=approval[2],
         )
 
-    def _settings(self) -> GuardrailSettings:
+    def _settings(self, config: Config | None = None) -> GuardrailSettings:
         """The configured guardrails; with ``run --dry-run`` every decision is a dry-run one."""
-        settings = self.config.guardrails
+        settings = (config or self.config).guardrails
         return settings.model_copy(update={"dry_run": True}) if self.dry_run else settings
 
-    def _target_keys(self) -> dict[str, str]:
+    def _target_keys(self, config: Config | None = None) -> dict[str, str]:
         """Each container check's target key, so several checks of one container count once."""
         from remediations.base import Params
 
-        return {c.name: resolve_target(Params(), c).key for c in self.config.checks if c.type == "container"}
+        return {c.name: resolve_target(Params(), c).key for c in (config or self.config).checks
+                if c.type == "container"}
 
     def _approval(self, prepared: Prepared) -> tuple[guardrails.ApprovalStatus, float | None, str]:
         """The live approval request for this step (newer than its last execution), if any."""

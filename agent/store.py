@@ -607,6 +607,36 @@ class Store:
             "UPDATE outbox SET next_attempt_at = ?, attempts = MAX(attempts - 1, 0), claim = NULL"
             " WHERE id = ? AND claim = ? AND status = 'pending'", (at, row_id, token))
 
+    def outbox_abandon(self, channel: str, at: float, error: str) -> list[int]:
+        """Mark every pending row of ``channel`` that nobody is sending now ``failed`` with ``error``.
+
+        For a channel that is no longer configured (a reload removed it): its rows are kept,
+        as undeliverable, rather than left pending forever. Returns their ids, oldest first.
+        A row being sent right now is left to its sender. ``error`` must be secret-free.
+        """
+
+        def work(db: sqlite3.Connection) -> list[int]:
+            # nobody is sending it: never claimed, handed back, or its claim's lease ran out
+            # (a claimed row's next_attempt_at is the end of its lease)
+            ids = [r["id"] for r in db.execute(
+                "SELECT id FROM outbox WHERE channel = ? AND status = 'pending'"
+                " AND (claim IS NULL OR next_attempt_at <= ?) ORDER BY id", (channel, at))]
+            db.executemany(
+                "UPDATE outbox SET status = 'failed', finished_at = ?, last_error = ?, claim = NULL"
+                " WHERE id = ? AND status = 'pending'", [(at, error, i) for i in ids])
+            return ids
+
+        value: list[int] = self._tx(work)
+        return value
+
+    def outbox_due_now(self, channel: str, at: float) -> int:
+        """Make every pending row of ``channel`` that nobody is sending now due at ``at`` (its
+        definition changed: a backoff earned by the old one does not apply). Returns how many."""
+        value: int = self._tx(lambda db: db.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE channel = ? AND status = 'pending' AND claim IS NULL"
+            " AND next_attempt_at > ?", (at, channel, at)).rowcount)
+        return value
+
     def outbox_next_due(self) -> float | None:
         """When the earliest claimable row is due (claimed rows: when their lease ends); None if none is pending.
 

@@ -52,7 +52,7 @@ from agent.config_sections import (
     SlackChannel,
     WebhookChannel,
 )
-from agent.errors import ParamedicError
+from agent.errors import ConfigError, ParamedicError
 from agent.notify.templates import Notice, Renderer, iso_time
 from agent.redact import MASK, SENSITIVE_HEADERS
 
@@ -502,11 +502,35 @@ def build_channel(spec: ChannelBase, http: HttpPoster, logger: logging.Logger = 
 
 def build_channels(settings: NotificationSettings, http: HttpPoster,
                    logger: logging.Logger = LOGGER) -> dict[str, Channel[Any]]:
-    """Every configured channel by name, all HTTP ones sharing ``http``."""
-    return {spec.name: build_channel(spec, http, logger) for spec in settings.channels}
+    """Every configured channel by name, all HTTP ones sharing ``http``.
+
+    Raises :class:`~agent.errors.ConfigError` naming every channel that cannot be set up
+    (``notifications.channels[1].ca_file: cannot load /etc/ca.pem: No such file or directory``):
+    what the config's validation cannot see because it reads no files.
+    """
+    channels: dict[str, Channel[Any]] = {}
+    problems: list[str] = []
+    for index, spec in enumerate(settings.channels):
+        try:
+            channels[spec.name] = build_channel(spec, http, logger)
+        except Exception as exc:
+            problems.append(setup_problem(index, spec, exc))
+    if problems:
+        raise ConfigError(problems, "notifications")
+    return channels
+
+
+def setup_problem(index: int, spec: ChannelBase, exc: Exception) -> str:
+    """The ``path: message`` line for a channel whose object could not be built (never its secrets)."""
+    where = f"notifications.channels[{index}]"
+    ca_file: str | None = getattr(spec, "ca_file", None)
+    if ca_file is not None and isinstance(exc, OSError):  # ssl.SSLError is an OSError too
+        reason = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+        return f"{where}.ca_file: cannot load {ca_file}: {reason}"
+    return f"{where}: channel {spec.name} cannot be set up: {type(exc).__name__}"
 
 
 __all__ = [
     "Channel", "DeliveryError", "HttpPoster", "RejectedError", "build_channel", "build_channels",
-    "pagerduty_dedup_key", "pagerduty_event", "sign",
+    "pagerduty_dedup_key", "pagerduty_event", "setup_problem", "sign",
 ]

@@ -50,6 +50,7 @@ from agent.errors import StoreError
 from agent.notify.channels import LOGGER, Channel, DeliveryError, HttpPoster, build_channels
 from agent.notify.templates import Notice
 from agent.redact import Redactor
+from agent.reloads import named
 from agent.store import OutboxRow, Store
 
 
@@ -118,6 +119,12 @@ class Outbox:
                 if spec.accepts(notice.severity, notice.kind)]
 
 
+def default_lease(channels: Mapping[str, Channel[Any]]) -> float:
+    """How long a claim holds: twice the slowest channel's timeout plus 30 s."""
+    slowest = max((c.spec.timeout for c in channels.values()), default=10.0)
+    return 2 * slowest + 30.0
+
+
 class Dispatcher:
     """Sends due outbox rows in the background (:meth:`start`/:meth:`stop`) or on demand (:meth:`drain`).
 
@@ -146,14 +153,27 @@ class Dispatcher:
         self.logger = logger
         self.poll_interval = poll_interval
         self.max_in_flight = max_in_flight
-        slowest = max((c.spec.timeout for c in self.channels.values()), default=10.0)
-        self.lease = lease if lease is not None else 2 * slowest + 30.0
+        self._fixed_lease = lease
+        self.lease = lease if lease is not None else default_lease(self.channels)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def reconfigure(self, channels: Mapping[str, Channel[Any]], policy: RetryPolicy, redactor: Redactor) -> None:
+        """Send with these channels, retry policy and masks from now on (a config reload).
+
+        A row is looked up by its channel's name when it is attempted, so pending rows go to
+        the new definition of their channel; a send already in flight finishes with the one it
+        started with. Rows of a channel no longer here fail when attempted.
+        """
+        self.channels = dict(channels)
+        self.policy = policy
+        self.redactor = redactor
+        self.lease = self._fixed_lease if self._fixed_lease is not None else default_lease(self.channels)
+        self.wake()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +326,20 @@ class Dispatcher:
                                 self.policy.attempts, error, format_duration(round(delay, 1 if delay >= 1 else 3)))
 
 
+@dataclass(frozen=True)
+class ChannelSetup:
+    """Channels built from one ``notifications:`` section, ready to take over (:meth:`Notifier.prepare`)."""
+
+    settings: NotificationSettings
+    channels: Mapping[str, Channel[Any]]
+    masks: ChannelMasks
+
+
+def removed_error(channel: str) -> str:
+    """The ``last_error`` of a pending row whose channel a reload removed."""
+    return f"channel {channel!r} was removed from the config by a reload; not sent"
+
+
 class Notifier:
     """The notification layer as the incident layer holds it.
 
@@ -313,6 +347,10 @@ class Notifier:
     sake); the :class:`Dispatcher` sends them. All HTTP channels share one
     ``aiohttp.ClientSession`` (``session`` to pass one in; otherwise it is created on
     first use and closed by :meth:`stop`).
+
+    A config reload is two steps: :meth:`prepare` builds the new channels (and raises
+    :class:`~agent.errors.ConfigError` if one cannot be built, changing nothing), then
+    :meth:`apply` makes them the ones in effect.
     """
 
     def __init__(
@@ -327,16 +365,58 @@ class Notifier:
         poll_interval: float = 5.0,
         lease: float | None = None,
     ) -> None:
-        self.settings = settings
         self.store = store
         self.http = HttpPoster(session)
-        self.channels = build_channels(settings, self.http, logger)
-        masks = ChannelMasks(redactor or Redactor(), (s for c in self.channels.values() for s in c.secrets()))
-        self.outbox = Outbox(store, settings.channels, masks)
+        self.logger = logger
+        setup = self.prepare(settings, redactor)
         self.dispatcher = Dispatcher(
-            store, self.channels, RetryPolicy.from_settings(settings.retry), redactor=masks, clock=clock,
+            store, setup.channels, RetryPolicy.from_settings(settings.retry), redactor=setup.masks, clock=clock,
             logger=logger, poll_interval=poll_interval, lease=lease,
         )
+        self._install(setup)
+
+    def prepare(self, settings: NotificationSettings, redactor: Redactor | None = None) -> ChannelSetup:
+        """Build the channels of ``settings`` (``ConfigError`` if one cannot be); nothing changes yet."""
+        channels = build_channels(settings, self.http, self.logger)
+        masks = ChannelMasks(redactor or Redactor(), (s for c in channels.values() for s in c.secrets()))
+        return ChannelSetup(settings, channels, masks)
+
+    def _install(self, setup: ChannelSetup) -> None:
+        self.settings = setup.settings
+        self.channels = dict(setup.channels)
+        self.outbox = Outbox(self.store, setup.settings.channels, setup.masks)
+        self.dispatcher.reconfigure(setup.channels, RetryPolicy.from_settings(setup.settings.retry), setup.masks)
+
+    async def apply(self, setup: ChannelSetup) -> dict[str, tuple[int, ...]]:
+        """Make ``setup`` the channels, routes, templates and retry settings in effect (a reload).
+
+        New notices are routed by the new channels at once. Pending rows keep their channel
+        name: a channel still there sends them with its new definition (due now if that
+        changed, since a backoff earned by the old URL says nothing about the new one); the
+        pending rows of a removed channel are marked ``failed`` ("removed from the config by
+        a reload"), with one error line per such channel. Never raises for the store's sake.
+        Returns the ids of those rows by removed channel.
+        """
+        changes = named(((c.name, c) for c in self.settings.channels), ((c.name, c) for c in setup.settings.channels))
+        self._install(setup)
+        now = self.dispatcher.clock()
+        abandoned: dict[str, tuple[int, ...]] = {}
+        try:
+            for name in changes.changed:
+                await asyncio.to_thread(self.store.outbox_due_now, name, now)
+            for name in changes.removed:
+                ids = tuple(await asyncio.to_thread(self.store.outbox_abandon, name, now, removed_error(name)))
+                if ids:
+                    abandoned[name] = ids
+                    shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+                    self.logger.error(
+                        "notification channel %s was removed by a config reload: %d pending notification(s) "
+                        "marked failed, not sent (outbox ids %s)", name, len(ids), shown,
+                        extra={"channel": name, "abandoned": list(ids)})
+        except StoreError as exc:  # the dispatcher still fails them one by one when they come due
+            self.logger.error("notification outbox after the reload: %s", setup.masks.text(str(exc)))
+        self.dispatcher.wake()
+        return abandoned
 
     def notify(self, notice: Notice) -> list[int]:
         """Queue ``notice`` for every channel that takes it; returns the outbox row ids."""
@@ -363,4 +443,7 @@ class Notifier:
         return self.store.outbox_prune(self.dispatcher.clock() - self.settings.retention)
 
 
-__all__ = ["ChannelMasks", "Dispatcher", "Notifier", "Outbox", "RetryPolicy"]
+__all__ = [
+    "ChannelMasks", "ChannelSetup", "Dispatcher", "Notifier", "Outbox", "RetryPolicy", "default_lease",
+    "removed_error",
+]
