@@ -41,43 +41,24 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker
+from _common import IMAGE, PARAMEDIC, ensure_image, first_logged, free_port, stop_process
 from docker.models.containers import Container
 
 from checks.container import parse_docker_time
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGE = "paramedic-test/busybox:latest"
 DIE_ON_FILE = "rm -f /tmp/die; trap 'exit 0' TERM; while [ ! -f /tmp/die ]; do sleep 0.05; done; exit 3"
 CHECK = "victim"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ensure_image(client: docker.DockerClient) -> None:
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run([sys.executable, str(REPO / "tests" / "support" / "images.py")], check=True)
 
 
 class Daemon:
@@ -94,10 +75,9 @@ class Daemon:
             "checks:\n"
             f"  - {{name: {CHECK}, type: container, container: {container}, interval: 30, timeout: 5}}\n"
         )
-        paramedic = str(Path(sys.executable).with_name("paramedic"))
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [paramedic, "run", "-c", str(config), "--log-format", "json", "--log-level", "debug"],
+                [str(PARAMEDIC), "run", "-c", str(config), "--log-format", "json", "--log-level", "debug"],
                 stdout=log, stderr=subprocess.STDOUT)
 
     def last_result(self) -> dict[str, Any] | None:
@@ -129,23 +109,10 @@ class Daemon:
 
     def triggered_at(self, after: float) -> float | None:
         """When the daemon handled the first ``die`` event after ``after`` (its DEBUG line)."""
-        for line in self.log.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError, KeyError):
-                doc = json.loads(line)
-                if "(docker event die)" in doc["msg"]:
-                    at = datetime.strptime(doc["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-                    if at >= after:
-                        return at
-        return None
+        return first_logged(self.log, lambda doc: "(docker event die)" in doc["msg"], after)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
 
 
 @contextlib.contextmanager

@@ -74,8 +74,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -88,37 +86,20 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import yaml
+from _common import IMAGE, PARAMEDIC, ensure_image, first_logged, free_port, stop_process
 from docker.models.containers import Container
 
 from checks.container import parse_docker_time
 
-REPO = Path(__file__).resolve().parent.parent
-PARAMEDIC = Path(sys.executable).with_name("paramedic")
-IMAGE = "paramedic-test/busybox:latest"
 SERVER = ("trap 'exit 0' TERM; mkdir -p /www && echo ok > /www/index.html && httpd -f -p 80 -h /www & "
           "while true; do sleep 0.1; done")
 TARGETS = {"hang": 2.5, "fail-fast": 1.2, "defaults": 30.0}
 TIGHT = {"interval": 1, "timeout": 1, "failure_threshold": 2, "success_threshold": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ensure_image(client: docker.DockerClient) -> None:
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run([sys.executable, str(REPO / "tests" / "support" / "images.py")], check=True)
 
 
 def published(port: int) -> tuple[str, int]:
@@ -286,23 +267,10 @@ class Daemon:
 
     def down_at(self, after: float) -> float | None:
         """When the log said the check went DOWN (the first time after ``after``)."""
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if doc.get("to") == "DOWN":
-                    when = datetime.strptime(doc["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-                    if when >= after:
-                        return when
-        return None
+        return first_logged(self.log_path, lambda doc: doc.get("to") == "DOWN", after)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
         self.log.close()
 
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.docker",
     "tests.support.services",
+    "tests.support.tls",
 ]

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import pytest
@@ -38,13 +37,13 @@ from docker.models.containers import Container
 
 from agent.store import Store
 from tests.support.docker import ContainerFactory, published_port, wait_for_http
+from tests.support.processes import stop_process
 from tests.support.servers import free_port
-from tests.support.waiting import HttpReply, http_get
+from tests.support.waiting import HttpReply, http_get, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(90)]
 
 PARAMEDIC = Path(sys.executable).with_name("paramedic")
-V = TypeVar("V")
 
 _SERVE = "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 80 -h /www & "
 #: httpd in the background, PID 1 loops; SIGTERM ends it within 0.2 s (a quick graceful restart).
@@ -60,28 +59,6 @@ DIE_TOGETHER = "trap 'exit 0' TERM; while [ ! -f /shared/die ]; do sleep 0.05; d
 
 def unique(prefix: str) -> str:
     return f"paramedic-test-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-# --------------------------------------------------------------------------- waiting
-
-
-def poll(fn: Callable[[], V | None], timeout: float, what: str, agent: Agent | None = None) -> V:
-    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds (with the log)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = fn()
-        except (OSError, KeyError, LookupError, json.JSONDecodeError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if agent is not None and agent.proc is not None and agent.proc.poll() is not None:
-            pytest.fail(f"paramedic exited ({agent.proc.returncode}) while waiting for {what}:\n{agent.log_tail()}")
-        if time.monotonic() >= deadline:
-            tail = agent.log_tail() if agent is not None else ""
-            pytest.fail(f"{what}: not within {timeout}s (last error {last!r})\n{tail}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- the agent
@@ -128,14 +105,8 @@ class Agent:
     def stop(self) -> int:
         """SIGTERM and wait (an action in flight finishes first); the exit code."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                pytest.fail(f"paramedic did not exit within 30 s of SIGTERM:\n{self.log_tail()}")
+        if not stop_process(self.proc, timeout=30):
+            pytest.fail(f"paramedic did not exit within 30 s of SIGTERM:\n{self.log_tail()}")
         return self.proc.returncode
 
     def kill(self) -> None:

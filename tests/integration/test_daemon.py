@@ -2,8 +2,8 @@
 
 Targets: a stdlib HTTP server (answers, echoes the Authorization header, or fails on
 demand), a TCP port where nothing listens (connection refused) and a listener that
-accepts and never answers. The daemon logs JSON to a file; the tests read its lines, its
-HTTP endpoint and its SQLite store, and signal it as an init system would.
+accepts and never answers (``HangingListener``). The daemon logs JSON to a file; the tests
+read its lines, its HTTP endpoint and its SQLite store, and signal it as an init system would.
 """
 
 from __future__ import annotations
@@ -12,29 +12,26 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.store import Store
-from tests.support.servers import free_port
-from tests.support.waiting import HttpReply, http_get
+from tests.support.servers import QuietHandler, ServerThread, free_port, http_server
+from tests.support.services import HangingListener
+from tests.support.waiting import HttpReply, http_get, poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 PARAMEDIC = Path(sys.executable).with_name("paramedic")
-V = TypeVar("V")
 
 
 # --------------------------------------------------------------------------- targets
@@ -50,7 +47,7 @@ class Target:
         self.authorizations: list[str] = []
         target = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 time.sleep(target.delay)
                 auth = self.headers.get("Authorization", "")
@@ -64,54 +61,14 @@ class Target:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self._serving = ServerThread(http_server(Handler), poll_interval=0.05)
+        self.port: int = self._serving.server.server_address[1]
 
     def url(self, path: str = "/ok") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-class Hanging:
-    """Accepts TCP connections and never answers; counts what it accepted."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.05)
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
+        self._serving.close()
 
 
 @pytest.fixture
@@ -130,25 +87,6 @@ def refused_port() -> int:
 
 
 # --------------------------------------------------------------------------- the daemon
-
-
-def poll(fn: Callable[[], V | None], timeout: float, what: str, daemon: Daemon | None = None) -> V:
-    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = fn()
-        except (OSError, KeyError, LookupError, json.JSONDecodeError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is not None:
-            pytest.fail(f"daemon exited ({daemon.proc.returncode}) while waiting for {what}:\n{daemon.log_text()}")
-        if time.monotonic() >= deadline:
-            tail = daemon.log_text()[-3000:] if daemon is not None else ""
-            pytest.fail(f"{what}: not within {timeout}s (last error {last!r})\n{tail}")
-        time.sleep(0.05)
 
 
 class Daemon:
@@ -326,7 +264,7 @@ def test_a_failure_is_confirmed_after_retry_interval_not_a_whole_interval(
 
 
 def test_a_hung_server_is_confirmed_by_a_hedged_run_alongside_the_first(daemons: Callable[[], Daemon]) -> None:
-    hanging = Hanging()
+    hanging = HangingListener()
     try:
         d = daemons()
         # a 30 s interval and a 1 s retry: without a hedge the second failure would start only
@@ -463,7 +401,7 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_config(
 def test_sigterm_waits_for_the_probe_in_flight_flushes_it_and_exits_0(
     daemons: Callable[[], Daemon], target: Target
 ) -> None:
-    hanging = Hanging()
+    hanging = HangingListener()
     try:
         d = daemons()
         d.write_config([http("hang", f"http://127.0.0.1:{hanging.port}/", timeout=2, interval=30,

@@ -13,7 +13,6 @@ reports as a bare ``die``, unlike ``docker kill``/``docker stop`` (operator acti
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.store import Store
 from tests.support.docker import ContainerFactory
+from tests.support.processes import stop_process
 from tests.support.servers import free_port
 from tests.support.waiting import http_get, wait_until
 
@@ -125,14 +125,8 @@ class RunningDaemon:
             store.close()
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"paramedic did not exit within 15 s of SIGTERM:\n{self.log_tail()}") from None
+        if not stop_process(self.process, timeout=15):
+            raise AssertionError(f"paramedic did not exit within 15 s of SIGTERM:\n{self.log_tail()}")
         self._reader.join(timeout=5)
         if self.process.stdout is not None:
             self.process.stdout.close()
@@ -209,8 +203,11 @@ def test_docker_stop_is_recorded_as_an_operator_stop_and_docker_start_clears_it(
     container.stop(timeout=5)
     d.wait_result("victim", "CRITICAL", after=before)  # the stop's events ran the check
     # `docker stop` emits kill, die, stop: the record reads "kill" until the stop event replaces it
-    stops = wait_until(lambda: (s := d.operator_stops().get(name)) and s["event"] == "stop" and s,
-                       timeout=10, what=f"operator stop of {name}")
+    def stopped() -> dict[str, Any] | None:  # None (not False) while the record still reads "kill"
+        record = d.operator_stops().get(name)
+        return record if record is not None and record["event"] == "stop" else None
+
+    stops = wait_until(stopped, timeout=10, what=f"operator stop of {name}")
     assert (stops["id"], stops["event"]) == (container.id, "stop")
 
     before = time.time()

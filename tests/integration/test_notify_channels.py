@@ -14,7 +14,6 @@ and backoffs are shortened through ``notifications.retry`` only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import email
 import email.policy
@@ -22,15 +21,12 @@ import hashlib
 import hmac
 import json
 import logging
-import ssl
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +40,9 @@ from agent.config_sections import NoticeKind
 from agent.notify import Notice
 from agent.notify.outbox import Notifier
 from agent.store import OutboxRow, Store
+from tests.support.receivers import Answer, HttpReceiver, Received, serve
 from tests.support.servers import free_port
+from tests.support.tls import server_context
 
 pytestmark = [pytest.mark.integration]
 
@@ -109,31 +107,35 @@ def logs() -> Iterator[Records]:
 
 
 @dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-    status: int = 0
+class Receiver(HttpReceiver):
+    """Webhook and Slack posts get 200 ``ok``; posts to ``PD_PATH`` are judged like PagerDuty's."""
 
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    port: int
-    scheme: str = "http"
-    requests: list[Request] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)  # answered first, in order; then 200 (202 for PD)
-    delay: float = 0.0
     pd_key: str = PD_KEY
 
-    def url(self, path: str = "/hook") -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
-
-    def answered(self, status: int) -> list[Request]:
+    def answered(self, status: int) -> list[Received]:
         return [r for r in self.requests if r.status == status]
+
+    def answer(self, request: Received) -> Answer:
+        scripted = self.statuses.pop(0) if self.statuses else None
+        status, reply = self._judge(request, scripted)
+        return status, [("Content-Type", "application/json")], reply
+
+    def _judge(self, request: Received, scripted: int | None) -> tuple[int, bytes]:
+        if scripted is not None:
+            return scripted, b'{"error": "scripted failure"}'
+        if request.path != PD_PATH:
+            return 200, b"ok"
+        try:
+            doc = request.json()
+        except ValueError:
+            return 400, b'{"status": "invalid event", "message": "Event object is invalid"}'
+        errors = pagerduty_problems(doc, self.pd_key)
+        if errors:
+            return 400, json.dumps({"status": "invalid event", "message": "Event object is invalid",
+                                    "errors": errors}).encode()
+        return 202, json.dumps({"status": "success", "message": "Event processed",
+                                "dedup_key": doc.get("dedup_key")}).encode()
 
 
 PD_ACTIONS = {"trigger", "acknowledge", "resolve"}
@@ -179,85 +181,14 @@ def pagerduty_problems(doc: Any, routing_key: str) -> list[str]:
     return errors
 
 
-def serve(receiver: Receiver, context: ssl.SSLContext | None = None) -> Iterator[Receiver]:
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = Request(self.path, dict(self.headers), self.rfile.read(length), time.monotonic())
-            with lock:
-                receiver.requests.append(request)
-                scripted = receiver.statuses.pop(0) if receiver.statuses else None
-            time.sleep(receiver.delay)
-            status, reply = self._judge(request, scripted)
-            request.status = status
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-        def _judge(self, request: Request, scripted: int | None) -> tuple[int, bytes]:
-            if scripted is not None:
-                return scripted, b'{"error": "scripted failure"}'
-            if request.path != PD_PATH:
-                return 200, b"ok"
-            try:
-                doc = request.json()
-            except ValueError:
-                return 400, b'{"status": "invalid event", "message": "Event object is invalid"}'
-            errors = pagerduty_problems(doc, receiver.pd_key)
-            if errors:
-                return 400, json.dumps({"status": "invalid event", "message": "Event object is invalid",
-                                        "errors": errors}).encode()
-            return 202, json.dumps({"status": "success", "message": "Event processed",
-                                    "dedup_key": doc.get("dedup_key")}).encode()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", receiver.port), Handler)
-    server.daemon_threads = True
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver(free_port()))
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
+    yield from serve(Receiver())
 
 
 @pytest.fixture
 def tls_receiver(ca: trustme.CA) -> Iterator[Receiver]:
-    yield from serve(Receiver(free_port(), scheme="https"), server_context(ca))
+    yield from serve(Receiver(), server_context(ca))
 
 
 async def send_all(cfg: Config, store: Store, *notices: Notice, timeout: float = 15.0) -> Notifier:

@@ -14,11 +14,10 @@ import json
 import os
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +29,8 @@ import yaml
 from agent.config import parse_config
 from agent.results import Result, Status
 from agent.runner import run_once
-from tests.support.servers import free_port
+from tests.support.servers import QuietHandler, ServerThread, free_port, tcp_server
+from tests.support.tls import server_context
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,11 @@ class Seen:
     body: bytes
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     """A small app with one route per behaviour a probe must handle."""
 
     protocol_version = "HTTP/1.1"
     server: TestServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
     def do_GET(self) -> None:
         self._route()
@@ -148,18 +145,9 @@ class TestServer(ThreadingHTTPServer):
         return  # a probe hanging up early is expected in these tests
 
 
-@contextlib.contextmanager
-def serving(ssl_context: ssl.SSLContext | None = None) -> Iterator[TestServer]:
-    """Run a :class:`TestServer` in a thread for the duration of the block."""
-    server = TestServer(ssl_context)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def serving(ssl_context: ssl.SSLContext | None = None) -> ServerThread[TestServer]:
+    """Run a :class:`TestServer` in a thread for the duration of a ``with`` block."""
+    return ServerThread(TestServer(ssl_context), poll_interval=0.05)
 
 
 @pytest.fixture
@@ -172,34 +160,6 @@ def server() -> Iterator[TestServer]:
 def other_server() -> Iterator[TestServer]:
     with serving() as srv:
         yield srv
-
-
-@contextlib.contextmanager
-def raw_server(talk: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A bare TCP listener on 127.0.0.1 that runs ``talk(conn)`` for each connection."""
-    listener = socket.create_server(("127.0.0.1", free_port()))
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    talk(conn)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
 
 
 @contextlib.contextmanager
@@ -508,7 +468,7 @@ def _garbage(conn: socket.socket) -> None:
 
 
 def test_garbage_response_is_critical_invalid_http() -> None:
-    with raw_server(_garbage) as port:
+    with tcp_server(_garbage, timeout=5) as port:
         result = check(url=f"http://127.0.0.1:{port}/")
     assert result.status is Status.CRITICAL
     assert result.message.startswith(f"invalid HTTP response from 127.0.0.1:{port}")
@@ -520,7 +480,7 @@ def _hang_up(conn: socket.socket) -> None:
 
 
 def test_server_closing_without_an_answer_is_critical() -> None:
-    with raw_server(_hang_up) as port:
+    with tcp_server(_hang_up, timeout=5) as port:
         result = check(url=f"http://127.0.0.1:{port}/")
     assert result.status is Status.CRITICAL
     assert result.message == f"connection closed by 127.0.0.1:{port} without a response"
@@ -533,7 +493,7 @@ def _truncated(conn: socket.socket) -> None:
 
 
 def test_truncated_body_is_critical() -> None:
-    with raw_server(_truncated) as port:
+    with tcp_server(_truncated, timeout=5) as port:
         result = check(url=f"http://127.0.0.1:{port}/")
     assert result.status is Status.CRITICAL
     assert result.message.startswith(f"invalid HTTP response from 127.0.0.1:{port}")
@@ -552,8 +512,7 @@ class Pki:
 
     def server_context(self, *identities: str, require_client_cert: bool = False,
                        not_after: dt.datetime | None = None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert(*(identities or ("127.0.0.1", "localhost")), not_after=not_after).configure_cert(ctx)
+        ctx = server_context(self.ca, *identities, not_after=not_after)
         if require_client_cert:
             self.ca.configure_trust(ctx)
             ctx.verify_mode = ssl.CERT_REQUIRED

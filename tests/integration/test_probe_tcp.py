@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import ssl
-import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,40 +13,10 @@ import yaml
 from agent.config import parse_config
 from agent.results import Result, Status
 from agent.runner import run_once
-from tests.support.servers import free_port
+from tests.support.servers import free_port, tcp_server
+from tests.support.tls import server_context
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.contextmanager
-def tcp_server(talk: Callable[[socket.socket], None], ssl_context: ssl.SSLContext | None = None) -> Iterator[int]:
-    """A listener on 127.0.0.1 running ``talk(conn)`` per connection, then closing it."""
-    listener = socket.create_server(("127.0.0.1", free_port()))
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            with contextlib.suppress(OSError):
-                if ssl_context is not None:
-                    conn.settimeout(5)
-                    conn = ssl_context.wrap_socket(conn, server_side=True)
-                with conn:
-                    conn.settimeout(1)  # a probe that gave up must not hold the server for long
-                    talk(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
 
 
 def banner_then_pong(conn: socket.socket) -> None:
@@ -160,30 +126,14 @@ def test_silent_peer_times_out() -> None:
     assert result.message == "timed out after 300ms"
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, str]:
-    authority = trustme.CA()
-    path = tmp_path_factory.mktemp("tcp-pki") / "ca.pem"
-    authority.cert_pem.write_to_path(str(path))
-    return authority, str(path)
-
-
-def _tls_server_context(authority: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(ctx)
-    return ctx
-
-
-def test_tls_send_and_expect(ca: tuple[trustme.CA, str]) -> None:
-    authority, ca_file = ca
-    with tcp_server(banner_then_pong, _tls_server_context(authority)) as port:
+def test_tls_send_and_expect(ca: trustme.CA, ca_file: str) -> None:
+    with tcp_server(banner_then_pong, tls=server_context(ca, "127.0.0.1")) as port:
         result = check(port=port, send="PING\r\n", expect="+PONG", tls={"ca_file": ca_file})
     assert result.status is Status.OK, result.message
 
 
-def test_tls_unverified_is_unknown(ca: tuple[trustme.CA, str]) -> None:
-    authority, _ = ca
-    with tcp_server(banner_then_pong, _tls_server_context(authority)) as port:
+def test_tls_unverified_is_unknown(ca: trustme.CA) -> None:
+    with tcp_server(banner_then_pong, tls=server_context(ca, "127.0.0.1")) as port:
         result = check(port=port, expect="+OK", tls={})
     assert result.status is Status.UNKNOWN
     assert result.message.startswith(f"TLS certificate of 127.0.0.1:{port} failed verification")

@@ -1,4 +1,5 @@
-"""The tls probe against real TLS servers (asyncio + ssl) with certificates from trustme."""
+"""The tls probe against real TLS servers (asyncio + ssl) with certificates from trustme
+(the ``ca`` and ``ca_file`` fixtures of ``tests/support/tls.py``)."""
 
 from __future__ import annotations
 
@@ -23,18 +24,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 async def _until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -24,9 +24,10 @@ from agent.results import Result, Status
 from agent.runner import ProbeRunner, build_probe
 from agent.store import Store
 from checks.base import Resources
-from remediations.base import ActionContext, Outcome, Plan, Remediation, Target, verify
+from remediations.base import ActionContext, Outcome, Remediation, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams
 from tests.support.docker import ContainerFactory
+from tests.support.remediation import run_action
 from tests.support.servers import free_port
 from tests.support.waiting import http_get, wait_for_http, wait_until
 
@@ -87,17 +88,6 @@ def config_of(container: Container) -> dict[str, Any]:
         "restart_policy": a["HostConfig"]["RestartPolicy"], "ports": a["HostConfig"]["PortBindings"],
         "networks": sorted(a["NetworkSettings"]["Networks"]),
     }
-
-
-def run_action(action: Remediation[Any], target: Target) -> tuple[Plan, Outcome | None]:
-    async def go() -> tuple[Plan, Outcome | None]:
-        snapshot = await action.inspect(target)
-        plan = action.plan(target, snapshot)
-        if plan.refused or not plan.changes:
-            return plan, None
-        return plan, await action.apply(plan)
-
-    return asyncio.run(go())
 
 
 def check_passes(port: int) -> bool:

@@ -44,7 +44,7 @@ from agent.config import parse_config
 from agent.results import Result
 from agent.runner import ProbeRunner, build_probe
 from checks.base import Resources
-from remediations.base import ActionContext, Outcome, Plan, Remediation, Target, verify
+from remediations.base import ActionContext, Outcome, Plan, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams
 from remediations.swarm import (
     SERVICE_NAME_LABEL,
@@ -55,6 +55,8 @@ from remediations.swarm import (
     plan_scale,
 )
 from tests.support.docker import OWNER_LABEL, TEST_LABEL
+from tests.support.processes import pid_alive
+from tests.support.remediation import Bounds, run_action
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -82,16 +84,6 @@ def swarm_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def ours() -> dict[str, str]:
     return {TEST_LABEL: "1", OWNER_LABEL: str(os.getpid()), HOST_LABEL: socket.gethostname()}
 
@@ -101,7 +93,7 @@ def remove_dead_sessions_services(client: docker.DockerClient) -> None:
     for attrs in client.api.services(filters={"label": f"{TEST_LABEL}=1"}):
         labels = attrs["Spec"].get("Labels") or {}
         owner = labels.get(OWNER_LABEL, "")
-        if labels.get(HOST_LABEL) == socket.gethostname() and owner.isdigit() and not _pid_alive(int(owner)):
+        if labels.get(HOST_LABEL) == socket.gethostname() and owner.isdigit() and not pid_alive(int(owner)):
             with contextlib.suppress(NotFound):
                 client.api.remove_service(attrs["ID"])
 
@@ -288,27 +280,6 @@ def tasks_check(name: str, replicas: int) -> Result:
     verdict = asyncio.run(verify(run, success_threshold=2, deadline_s=30, interval_s=0.5))
     assert verdict.ok, verdict.last_message
     return asyncio.run(run())
-
-
-def run_action(action: Remediation[Any], target: Target) -> tuple[Plan, Outcome | None]:
-    async def go() -> tuple[Plan, Outcome | None]:
-        snapshot = await action.inspect(target)
-        plan = action.plan(target, snapshot)
-        if plan.refused or not plan.changes:
-            return plan, None
-        return plan, await action.apply(plan)
-
-    return asyncio.run(go())
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """What ``scale``'s params carry (``ScaleParams``)."""
-
-    replicas: int | None = None
-    step: int | None = None
-    min: int = 1
-    max: int = 10
 
 
 # --------------------------------------------------------------------------- restart

@@ -30,6 +30,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from tests.support import images
+from tests.support.processes import pid_alive
 from tests.support.servers import server_missing
 from tests.support.waiting import wait_for_http, wait_for_tcp
 
@@ -38,16 +39,6 @@ __all__ = ["TEST_IMAGE", "ContainerFactory", "published_port", "wait_for_http", 
 TEST_LABEL = "paramedic-test"
 OWNER_LABEL = "paramedic-test.pid"  # the pytest process that made the container
 TEST_IMAGE = images.TEST_IMAGE
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_leftovers(client: docker.DockerClient) -> None:
@@ -62,7 +53,7 @@ def _remove_leftovers(client: docker.DockerClient) -> None:
         leftovers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}, ignore_removed=True)
     for container in leftovers:
         owner = container.labels.get(OWNER_LABEL, "")
-        if owner.isdigit() and int(owner) != os.getpid() and _pid_alive(int(owner)):
+        if owner.isdigit() and int(owner) != os.getpid() and pid_alive(int(owner)):
             continue
         _force_remove(container)
 

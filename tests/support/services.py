@@ -25,13 +25,13 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from tests.support.servers import free_port, server_missing
+from tests.support.processes import pid_alive, stop_process
+from tests.support.servers import QuietHandler, ServerThread, free_port, http_server, server_missing
 from tests.support.waiting import http_get, wait_until
 
 # --------------------------------------------------------------------------- processes
@@ -58,15 +58,10 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGCONT (in case it is frozen), SIGTERM, then SIGKILL after ``timeout``; reaps it."""
+    """SIGCONT (in case it is frozen), then ``stop_process``: SIGTERM, SIGKILL after ``timeout``."""
     if process.poll() is None:
         _signal(process.pid, signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+    stop_process(process, timeout)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -119,16 +114,6 @@ def _remove_in_background(path: Path) -> None:
     threading.Thread(target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True}, name=f"rm {path.name}").start()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -157,11 +142,11 @@ def reap_orphaned_servers() -> list[Path]:
     pattern = os.path.join(tempfile.gettempdir(), "paramedic-[pr]*-*")  # pg, redis, prom
     for root in map(Path, glob.glob(pattern)):
         owner = _read_pid(root / "owner")
-        if owner is None or _alive(owner):
+        if owner is None or pid_alive(owner):
             continue
         for pidfile in (root / "data" / "postmaster.pid", root / "server.pid"):
             pid = _read_pid(pidfile)
-            if pid is not None and _alive(pid) and _belongs_to(pid, root):
+            if pid is not None and pid_alive(pid) and _belongs_to(pid, root):
                 for child in _child_pids(pid):  # a frozen server's children are stopped too
                     _signal(child, signal.SIGCONT)
                 _signal(pid, signal.SIGCONT)
@@ -545,7 +530,7 @@ class MetricsExporter:
         self.scrapes = 0
         exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
@@ -557,14 +542,8 @@ class MetricsExporter:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._serving = ServerThread(http_server(Handler), poll_interval=0.1)
+        self.port: int = self._serving.server.server_address[1]
 
     @property
     def target(self) -> str:
@@ -581,9 +560,7 @@ class MetricsExporter:
             return self._text
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
+        self._serving.close()
 
 
 @dataclass
@@ -778,37 +755,49 @@ def throwaway_prometheus() -> Iterator[PrometheusServer]:
 # --------------------------------------------------------------------------- hanging listener
 
 
-@pytest.fixture
-def hanging_listener() -> Iterator[int]:
-    """The port of a TCP listener on 127.0.0.1 that accepts connections and never replies.
+class HangingListener:
+    """A TCP listener on 127.0.0.1 (``port``) that accepts connections and never replies.
 
-    For timeout tests: connecting succeeds, reading blocks forever. Closed at teardown.
+    For timeout tests: connecting succeeds, reading blocks forever. Each accepted connection
+    is held open (never read from nor written to) in ``accepted``, so a test can count the
+    connections a client made. ``close()`` stops accepting and closes all of them.
     """
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    listener.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stopping = threading.Event()
 
-    def accept_forever() -> None:
-        while not stopping.is_set():
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept_forever, daemon=True)
+        self._thread.start()
+
+    def _accept_forever(self) -> None:
+        while not self._stopping.is_set():
             try:
-                conn, _addr = listener.accept()
+                conn, _addr = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            accepted.append(conn)  # held open, never read from nor written to
+            self.accepted.append(conn)
 
-    thread = threading.Thread(target=accept_forever, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stopping.set()
-        thread.join(timeout=5)
-        listener.close()
-        for conn in accepted:
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for conn in self.accepted:
             conn.close()
+
+
+@pytest.fixture
+def hanging_listener() -> Iterator[int]:
+    """The port of a ``HangingListener`` (accepts, never replies); closed at teardown."""
+    listener = HangingListener()
+    try:
+        yield listener.port
+    finally:
+        listener.close()

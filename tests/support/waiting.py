@@ -1,19 +1,25 @@
-"""Bounded waits for servers that tests start: a TCP port that accepts, an HTTP URL that answers.
+"""Bounded waits for servers that tests start: a TCP port that accepts, an HTTP URL that answers,
+and whatever a ``paramedic run`` subprocess is expected to show (``poll``).
 
-Every loop here has a deadline and raises ``TimeoutError`` with the last error seen, so a
-server that never comes up fails the test with a reason instead of hanging it.
+Every loop here has a deadline and raises ``TimeoutError`` with the last error seen (``poll``
+fails the test instead, with the daemon's log), so a server that never comes up fails the test
+with a reason instead of hanging it.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -89,3 +95,41 @@ def wait_for_http(url: str, timeout: float = 10.0, *, status: int | None = None)
         return reply
 
     return wait_until(attempt, timeout=timeout, what=f"GET {url}")
+
+
+class WatchedProcess(Protocol):
+    """What ``poll`` watches while it waits: a subprocess (None before it started) and its log."""
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None: ...
+
+    def log_text(self) -> str: ...
+
+
+def poll(fn: Callable[[], T | None], timeout: float, what: str, process: WatchedProcess | None = None) -> T:
+    """Call ``fn`` every 50 ms until it returns something truthy, and return that.
+
+    For tests that drive a ``paramedic run`` subprocess and read its API, store or log: an
+    ``OSError``, a ``LookupError`` (``KeyError``, ``IndexError``) or a ``json.JSONDecodeError``
+    raised by ``fn`` means "not yet" (the daemon is still starting, a key or a row is not
+    there yet) and is kept as the last error; any other exception propagates. The test fails
+    (``pytest.fail``) after ``timeout`` seconds, naming ``what`` and the last error, and, when
+    ``process`` is given, at once if its subprocess has exited; both messages end with the
+    last 4,000 characters of ``process.log_text()``.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = fn()
+        except (OSError, LookupError, json.JSONDecodeError) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        if process is not None and process.proc is not None and process.proc.poll() is not None:
+            tail = process.log_text()[-4000:]
+            pytest.fail(f"paramedic exited ({process.proc.returncode}) while waiting for {what}:\n{tail}")
+        if time.monotonic() >= deadline:
+            tail = process.log_text()[-4000:] if process is not None else ""
+            pytest.fail(f"{what}: not within {timeout}s (last error {last!r})\n{tail}")
+        time.sleep(0.05)

@@ -30,21 +30,12 @@ from remediations.swarm import (
     spec_changes,
     task_facts,
 )
+from tests.support.remediation import Bounds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "swarm"
 WEB = Target(swarm_service="paramedic-fixture-web")
 V1 = "paramedic-test/busybox:latest"
 V2 = "paramedic-test/busybox:fixture-v2"
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """What ``scale``'s params carry (``ScaleParams`` in remediations/scale.py)."""
-
-    replicas: int | None = None
-    step: int | None = None
-    min: int = 1
-    max: int = 10
 
 
 @dataclass(frozen=True)
