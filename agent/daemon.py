@@ -484,6 +484,8 @@ class Daemon:
         self.scheduler.set_checks({s.name: s.interval for s in new.checks})
         if self.events is not None:
             self.events.update(self)
+        else:
+            await self._start_events()  # the config's first container checks came with this reload
         if self.remedy is None and new.runbooks:
             LOGGER.info("the config has runbooks now: starting the runbook engine and the incident layer")
             try:
@@ -518,7 +520,7 @@ class Daemon:
         store = self.store
         context = ActionContext(
             resources=self.resources, operator_stops=store.operator_stops, image_history=store.image_history,
-            expect_events=self.events.expect if self.events is not None else ActionContext().expect_events,
+            expect_events=self._expect_events,
         )
         executor = Executor(store, context, self.config.redactor, self.clock)
         self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock)
@@ -535,6 +537,12 @@ class Daemon:
         if self.checks.get(name) is slot:
             self._take(slot, result)
         return result
+
+    def _expect_events(self, container: str, seconds: float) -> None:
+        """Tell the event listener, if one runs now, that the agent itself is about to stop or
+        restart ``container`` (looked up at each action: a reload may start the listener later)."""
+        if self.events is not None:
+            self.events.expect(container, seconds)
 
     async def _start_events(self) -> None:
         if not any(s.type == "container" for s in self.config.checks):

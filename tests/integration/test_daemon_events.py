@@ -13,6 +13,7 @@ reports as a bare ``die``, unlike ``docker kill``/``docker stop`` (operator acti
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -223,3 +224,25 @@ def test_docker_stop_is_recorded_as_an_operator_stop_and_docker_start_clears_it(
     assert killed["event"] == "kill"
     assert name not in d.operator_stops()
     assert _status(container) == "running"
+
+
+def test_a_reload_that_brings_the_first_container_check_starts_the_event_listener(
+    tmp_path: Path, containers: ContainerFactory
+) -> None:
+    name = unique("late")
+    container = watched_container(containers, name)
+    d = RunningDaemon(tmp_path, [f"{{name: port, type: tcp, host: 127.0.0.1, port: {free_port()}, interval: 30}}"])
+    try:
+        d.wait_log("paramedic running")
+        assert not any("listening to Docker events" in m for m in d.messages())  # nothing to watch yet
+        text = d.config.read_text()
+        d.config.write_text(text + f"  - {check_line('victim', name)}\n")
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_log("listening to Docker events")
+        d.wait_result("victim", "OK")
+        before = time.time()
+        container.exec_run(["touch", "/tmp/die"])
+        last = d.wait_result("victim", "CRITICAL", after=before, timeout=5.0)  # the event path: interval is 30 s
+        assert last["observations"]["exit_code"] == 3
+    finally:
+        assert d.stop() == 0, d.log_tail()
