@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from agent import __version__
 from agent.config import Config, load_config, resolve_path
 from agent.errors import ConfigError, ParamedicError, StoreError
 from agent.results import Result
+
+if TYPE_CHECKING:
+    from agent.state import Transition
 
 EXIT_CODES_HELP = """\b
 Exit codes of `check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (worst check wins;
@@ -121,12 +124,12 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
     if remediate and no_store:
         click.echo("--remediate needs the store (budgets and cooldowns live there); drop --no-store", err=True)
         sys.exit(2)
-    states = {} if no_store else _record(config, results)
+    states, transitions = ({}, []) if no_store else _record(config, results)
     if remediate:
         from agent.cli_remedy import echo_executions
         from agent.cli_remedy import remediate as remediate_down
 
-        echo_executions(asyncio.run(remediate_down(config, results)))
+        echo_executions(asyncio.run(remediate_down(config, results, transitions)))
     if output == "json":
         click.echo(results_json(results, states))
     else:
@@ -209,22 +212,25 @@ def audit(config_path: str | None, output: str) -> None:
     sys.exit(int(worst(r.status for r in results)))
 
 
-def _record(config: Config, results: Sequence[Result]) -> dict[str, str]:
-    """Store results and advance states; a store problem is reported, never fatal here."""
+def _record(config: Config, results: Sequence[Result]) -> tuple[dict[str, str], list[Transition]]:
+    """Store results and advance states; a store problem is reported, never fatal here.
+
+    Returns each check's state label and the run's transitions (``--remediate`` feeds them
+    to the incident layer)."""
     from agent.deploys import image_records
     from agent.store import Store
 
     try:
         store = Store(config.store_path())
         try:
-            states, _ = store.apply_results(results, config.thresholds())
+            states, transitions = store.apply_results(results, config.thresholds())
             store.record_images(image_records({c.name: c for c in config.checks}, results))
         finally:
             store.close()
     except StoreError as exc:
         click.echo(f"warning: results not recorded: {exc}", err=True)
-        return {}
-    return {name: state.label for name, state in states.items()}
+        return {}, []
+    return {name: state.label for name, state in states.items()}, transitions
 
 
 def _register_ops() -> None:

@@ -2,13 +2,15 @@
 
 Both use the same engine as the daemon (:class:`agent.remedy.Remedy`), the same store and
 therefore the same guardrail counters: a cron job and a daemon on one store never exceed
-one budget between them.
+one budget between them. ``check --remediate`` also runs the incident layer for the run
+(:func:`agent.incident_wiring.for_cron`): incidents open and resolve, notices are delivered
+within a bounded time before it exits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,13 +19,20 @@ from agent.executor import Execution, Executor
 from agent.remedy import Proposal, Remedy
 from agent.results import Result, Status
 from agent.runner import run_once
-from agent.state import Health
+from agent.state import Health, Transition
 from agent.store import Store
 from checks.base import Resources
 from remediations.base import ActionContext
 
+if TYPE_CHECKING:
+    from agent.incident_wiring import IncidentLayer
 
-def _engine(config: Config, store: Store, resources: Resources, record: bool) -> Remedy:
+
+TransitionHook = Callable[[Transition, Result | None], None]
+
+
+def _engine(config: Config, store: Store, resources: Resources, record: bool,
+            on_transition: TransitionHook | None = None) -> Remedy:
     context = ActionContext(resources=resources, operator_stops=store.operator_stops,
                             image_history=store.image_history)
     executor = Executor(store, context, config.redactor)
@@ -31,18 +40,44 @@ def _engine(config: Config, store: Store, resources: Resources, record: bool) ->
     async def run_check(name: str) -> Result:
         [result] = await run_once([config.check(name)], config.redactor)
         if record:
-            store.apply_results([result], config.thresholds())
+            _, transitions = store.apply_results([result], config.thresholds())
+            for t in transitions:  # a verification run that recovers the check resolves its incident
+                if on_transition is not None:
+                    on_transition(t, result)
         return result
 
     return Remedy(config, store, executor, run_check)
 
 
-async def remediate(config: Config, results: Sequence[Result]) -> list[Execution]:
-    """Act on every result whose check is DOWN (state already advanced by this run)."""
+async def remediate(config: Config, results: Sequence[Result],
+                    transitions: Sequence[Transition] = ()) -> list[Execution]:
+    """Act on every result whose check is DOWN (state already advanced by this run).
+
+    Incidents as in the daemon (docs/incidents.md, "Cron runs"): ``transitions`` (this run's,
+    from ``store.apply_results``) open and resolve them, the engine's decisions update them,
+    reminders and escalations that are due go out; then evidence gets a bounded wait and the
+    outbox one bounded delivery. A notification problem is a warning on stderr, never an error.
+    """
+    from agent import incident_wiring
+    from agent.remedy_events import SafeEvents
+
     store = Store(config.store_path())
     resources = Resources()
+    layer: IncidentLayer | None = None
     try:
-        remedy = _engine(config, store, resources, record=True)
+        try:
+            layer, warnings = incident_wiring.for_cron(config, store, resources)
+        except Exception as exc:
+            warnings = [f"incidents not tracked this run: {config.redactor.text(f'{type(exc).__name__}: {exc}')}"]
+        for line in warnings:
+            click.echo(f"warning: {line}", err=True)
+        hook = layer.incidents.on_transition if layer is not None else None
+        remedy = _engine(config, store, resources, record=True, on_transition=hook)
+        if layer is not None:
+            remedy.events = SafeEvents(layer.incidents)
+            latest = {r.name: r for r in results}
+            for t in transitions:
+                layer.incidents.on_transition(t, latest.get(t.check))
         states = store.states([r.name for r in results])
         done = []
         for result in results:
@@ -54,8 +89,32 @@ async def remediate(config: Config, results: Sequence[Result]) -> list[Execution
                 done.append(execution)
         return done
     finally:
+        if layer is not None:
+            await _finish(layer, config)
         await resources.close()
         store.close()
+
+
+async def _finish(layer: IncidentLayer, config: Config) -> None:
+    """Evidence, then the bounded delivery; what went wrong is a warning on stderr."""
+    from agent import incident_wiring
+
+    try:
+        report = await incident_wiring.finish_cron(layer, config)
+    except Exception as exc:
+        click.echo(f"warning: notifications not delivered: {config.redactor.text(f'{type(exc).__name__}: {exc}')}",
+                   err=True)
+        return
+    if report is None:
+        return
+    for error in report.errors:
+        click.echo(f"warning: notification not delivered: {error}", err=True)
+    if report.interrupted:
+        click.echo(f"warning: {report.interrupted} notification(s) cut short after "
+                   f"{incident_wiring.CRON_DELIVERY_BUDGET:g}s", err=True)
+    if report.pending > 0 and (report.errors or report.interrupted):
+        click.echo(f"warning: {report.pending} notification(s) pending in the outbox; they are retried by the "
+                   "next run or the daemon", err=True)
 
 
 async def audit(config: Config, results: Sequence[Result]) -> list[Proposal]:

@@ -17,6 +17,14 @@ channel still there go to its new definition, those of a removed channel are mar
 failed). A config that gains its first runbook on reload gets the layer then
 (``Daemon._start_remedy``); one that loses its last runbook keeps it, so the incidents
 still open resolve, remind and notify.
+
+``paramedic check --remediate`` (a cron run) gets the same layer for the length of one
+run (:func:`for_cron`, :func:`finish_cron`): it hears the run's transitions and the
+engine's decisions, ticks once, gives evidence still being collected at most
+:data:`CRON_EVIDENCE_WAIT` seconds, then sends what is due in the outbox for at most
+:data:`CRON_DELIVERY_BUDGET` seconds (no dispatcher task: ``Notifier.deliver_due``).
+What is not delivered stays in the outbox, with its retry time, for the next run or the
+daemon. The incident's state is in the store, so the next run resolves what this one opened.
 """
 
 from __future__ import annotations
@@ -26,15 +34,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
+from agent.errors import ConfigError
 from agent.evidence import EvidenceCollector
 from agent.incidents import Incidents, cancel
+from agent.logs import LOGGER
 from agent.remedy_events import SafeEvents
 
 if TYPE_CHECKING:
-    from agent.notify.outbox import ChannelSetup
+    from agent.notify.outbox import ChannelSetup, DeliveryReport
+    from agent.store import Store
+    from checks.base import Resources
 
 #: How often reminders and response-time escalations are looked for.
 TICK_INTERVAL = 15.0
+#: A cron run waits at most this long for evidence still being collected (then the alert goes without it).
+CRON_EVIDENCE_WAIT = 10.0
+#: A cron run spends at most this long, in total, delivering notices; the rest waits in the outbox.
+CRON_DELIVERY_BUDGET = 15.0
 
 
 @dataclass
@@ -86,3 +102,41 @@ async def start(daemon: Any) -> IncidentLayer | None:
     layer = IncidentLayer(incidents, notifier)
     layer.ticker = asyncio.create_task(incidents.run_forever(TICK_INTERVAL), name="incidents")
     return layer
+
+
+def for_cron(config: Config, store: Store, resources: Resources) -> tuple[IncidentLayer, list[str]]:
+    """The layer for one ``check --remediate`` run (no dispatcher, no ticker), and warnings.
+
+    A channel that cannot be built (an unreadable ``ca_file``) is a warning: incidents are
+    still tracked, but this run queues no notices."""
+    from agent.notify.outbox import Notifier
+
+    warnings: list[str] = []
+    notifier: Notifier | None = None
+    try:
+        notifier = Notifier(config.notifications, store, redactor=config.redactor)
+    except ConfigError as exc:
+        problems = "; ".join(config.redactor.text(str(p)) for p in exc.problems) or config.redactor.text(str(exc))
+        warnings.append(f"notifications disabled for this run: {problems}")
+    incidents = Incidents(config, store, notifier, collector=EvidenceCollector(config, resources))
+    return IncidentLayer(incidents, notifier), warnings
+
+
+async def finish_cron(layer: IncidentLayer, config: Config) -> DeliveryReport | None:
+    """End of a cron run: reminders/escalations due, evidence (bounded), then one bounded delivery.
+
+    Returns what the delivery did (None without a notifier). Raises nothing it can avoid:
+    the caller still wraps it, since a notification problem must never change the exit code."""
+    try:
+        layer.incidents.tick()
+    except Exception:
+        LOGGER.exception("incident reminders/escalations failed; the next run tries again")
+    wait = min(CRON_EVIDENCE_WAIT, config.incidents.evidence.timeout + 1.0)
+    await layer.incidents.drain(timeout=wait, cancel_late=True)
+    if layer.notifier is None:
+        return None
+    try:
+        report: DeliveryReport = await layer.notifier.deliver_due(CRON_DELIVERY_BUDGET)
+    finally:
+        await layer.notifier.stop(0.0)
+    return report

@@ -289,10 +289,17 @@ class Incidents(RemedyEvents):
         finally:
             self._send_initial(incident_id)
 
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait for evidence collections in flight (shutdown), then send alerts still held back."""
+    async def drain(self, timeout: float = 30.0, *, cancel_late: bool = False) -> None:
+        """Wait for evidence collections in flight (shutdown), then send alerts still held back.
+
+        ``cancel_late``: collections still running after ``timeout`` are cancelled (a cron run,
+        which is about to end); their alerts go out without that evidence."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            _done, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if cancel_late and late:
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
         for incident_id in list(self._initial_pending):
             self._send_initial(incident_id)
 

@@ -1,10 +1,10 @@
 """What the runbook engine tells the layers after it (the incident layer) as it decides and acts.
 
 :class:`~agent.remedy.Remedy` calls these at four points; the default does nothing, so the
-engine runs the same with or without incidents (``paramedic check --remediate`` and
-``audit`` use the default). A listener must not raise and must not block: it runs on the
-event loop in the middle of a decision. :class:`SafeEvents` wraps a listener so a bug in it
-is logged, never a failed remediation.
+engine runs the same with or without incidents (``paramedic audit`` uses the default; the
+daemon and ``paramedic check --remediate`` the incident layer). A listener must not raise
+and must not block: it runs on the event loop in the middle of a decision.
+:class:`SafeEvents` wraps a listener so a bug in it is logged, never a failed remediation.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -119,6 +119,17 @@ class Outbox:
                 if spec.accepts(notice.severity, notice.kind)]
 
 
+@dataclass
+class DeliveryReport:
+    """What :meth:`Dispatcher.deliver_due` did: rows sent, failed attempts (secret-free), sends cut
+    short by its time limit, and rows still pending in the outbox afterwards (-1: unknown)."""
+
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+    interrupted: int = 0
+    pending: int = 0
+
+
 def default_lease(channels: Mapping[str, Channel[Any]]) -> float:
     """How long a claim holds: twice the slowest channel's timeout plus 30 s."""
     slowest = max((c.spec.timeout for c in channels.values()), default=10.0)
@@ -156,7 +167,7 @@ class Dispatcher:
         self._fixed_lease = lease
         self.lease = lease if lease is not None else default_lease(self.channels)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[str | None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -240,7 +251,7 @@ class Dispatcher:
             task.add_done_callback(self._finished)
         return len(rows)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[str | None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
@@ -276,9 +287,52 @@ class Dispatcher:
                 return False
             await asyncio.sleep(min(remaining, max(0.0 if sent else 0.01, due - self.clock())))
 
+    async def deliver_due(self, timeout: float) -> DeliveryReport:
+        """Send the rows due now, each at most once, for at most ``timeout`` seconds in total; then return.
+
+        For ``paramedic check --remediate`` (a cron run, no dispatcher task): rows due when it
+        is called are claimed and sent, batch after batch (a row that was waiting behind one
+        sent now comes next); a failed row gets its retry time as usual and is not tried again
+        here. When ``timeout`` runs out, sends still in flight are cancelled and handed back
+        (due at once, the attempt not counted). Whatever is left stays in the outbox for the
+        next run or the daemon. Never raises for a channel's or the store's sake.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        since = self.clock()  # only rows due by now: a retry scheduled during this call waits for the next run
+        report = DeliveryReport()
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                now = self.clock()
+                rows = await asyncio.to_thread(self.store.outbox_claim, self.token, since, now + self.lease,
+                                               self.max_in_flight)
+                if not rows:
+                    break
+                tasks = {asyncio.create_task(self._deliver(row), name=f"notify-{row.id}"): row for row in rows}
+                done, late = await asyncio.wait(tasks, timeout=remaining)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+                report.interrupted += len(late)
+                for task in done:
+                    row = tasks[task]
+                    exc = task.exception()
+                    error = f"{type(exc).__name__}: {exc}" if exc is not None else task.result()
+                    if error is None:
+                        report.sent += 1
+                    else:
+                        report.errors.append(f"{row.kind} notice of incident {row.incident_id} via {row.channel}: "
+                                             f"{self.redactor.text(str(error))}")
+            report.pending = len(await asyncio.to_thread(self.store.outbox_rows, "pending"))
+        except Exception as exc:  # a locked or broken store: the rows stay for the next run
+            report.errors.append(f"outbox: {self.redactor.text(f'{type(exc).__name__}: {exc}')}")
+            report.pending = -1
+        return report
+
     # ------------------------------------------------------------------ one row
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxRow) -> str | None:
+        """Attempt ``row`` and record the outcome; returns the attempt's (secret-free) error, None if sent."""
         try:
             error, permanent = await self._attempt(row)
         except asyncio.CancelledError:
@@ -290,6 +344,7 @@ class Dispatcher:
         except StoreError as exc:
             self.logger.warning("notification %d: cannot record the outcome (%s); it will be sent again",
                                 row.id, self.redactor.text(str(exc)))
+        return error
 
     async def _attempt(self, row: OutboxRow) -> tuple[str | None, bool]:
         """Send one row: ``(None, _)`` on success, else ``(secret-free error, permanent)``."""
@@ -438,12 +493,16 @@ class Notifier:
         """Send everything pending, retries included, for at most ``timeout`` seconds."""
         return await self.dispatcher.drain(timeout)
 
+    async def deliver_due(self, timeout: float) -> DeliveryReport:
+        """Send what is due now, once, within ``timeout`` seconds (a cron run; see :meth:`Dispatcher.deliver_due`)."""
+        return await self.dispatcher.deliver_due(timeout)
+
     def prune(self) -> int:
         """Forget sent and failed rows older than ``notifications.retention``."""
         return self.store.outbox_prune(self.dispatcher.clock() - self.settings.retention)
 
 
 __all__ = [
-    "ChannelMasks", "ChannelSetup", "Dispatcher", "Notifier", "Outbox", "RetryPolicy", "default_lease",
-    "removed_error",
+    "ChannelMasks", "ChannelSetup", "DeliveryReport", "Dispatcher", "Notifier", "Outbox", "RetryPolicy",
+    "default_lease", "removed_error",
 ]

@@ -410,3 +410,7 @@ def test_check_of_http_probes_imports_no_heavy_sdk(tmp_path: Path, server: TestS
     assert {"agent.cli", "checks.http", "h11"} <= modules  # the probes did run
     loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert loaded == []
+    # incidents and notifications are for `check --remediate` (and the daemon) only
+    layers = sorted(m for m in modules if m in ("agent.incidents", "agent.incident_wiring", "agent.evidence",
+                                                "agent.cli_remedy") or m.startswith("agent.notify"))
+    assert layers == []

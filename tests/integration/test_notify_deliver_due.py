@@ -1,0 +1,79 @@
+"""``Notifier.deliver_due``: a cron run's one bounded delivery (``paramedic check --remediate``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.notify.outbox import DeliveryReport, Notifier
+from agent.store import Store
+from tests.integration.test_notify_channels import Receiver, config, notice
+from tests.support.receivers import serve
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from serve(Receiver())
+
+
+async def _deliver(notifier: Notifier, timeout: float) -> DeliveryReport:
+    try:
+        return await notifier.deliver_due(timeout)
+    finally:
+        await notifier.stop(0.0)
+
+
+def test_sends_what_is_due_in_order_and_leaves_a_failure_for_later(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.statuses = [500]  # the first alert fails once
+    cfg = config(f"""
+        retry: {{attempts: 5, initial: 10ms, max_delay: 10ms, jitter: 0s}}
+        channels:
+          - {{name: hook, type: webhook, url: "{receiver.url()}"}}
+    """)
+    store = Store(tmp_path / "s.db")
+    notifier = Notifier(cfg.notifications, store)
+    notifier.notify(notice("initial"))
+    notifier.notify(notice("resolution"))
+    notifier.notify(notice("initial", dedup_key="other-incident"))
+    report = asyncio.run(_deliver(notifier, 5.0))
+    # one attempt for the failing alert (its retry waits for the next run), its resolution behind it
+    assert report.sent == 1
+    assert report.interrupted == 0
+    [error] = report.errors
+    assert "HTTP 500" in error
+    assert report.pending == 2
+    assert [r.status for r in receiver.requests] == [500, 200]
+    rows = store.outbox_rows()
+    assert [(r.kind, r.status, r.attempts) for r in rows] == [
+        ("initial", "pending", 1), ("resolution", "pending", 0), ("initial", "sent", 1)]
+
+    time.sleep(0.05)  # the next run: the alert is due again, then its resolution
+    report = asyncio.run(_deliver(Notifier(cfg.notifications, store), 5.0))
+    assert (report.sent, report.errors, report.pending) == (2, [], 0)
+    kinds = [(r.json()["kind"], r.json()["notice"]["dedup_key"]) for r in receiver.requests if r.status == 200]
+    assert kinds == [("initial", "other-incident"), ("initial", "runbook:web-down/target:web"),
+                     ("resolution", "runbook:web-down/target:web")]
+
+
+def test_a_slow_receiver_is_cut_off_at_the_time_limit(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.delay = 3.0
+    cfg = config(f"""
+        channels:
+          - {{name: hook, type: webhook, url: "{receiver.url()}", timeout: 10s}}
+    """)
+    store = Store(tmp_path / "s.db")
+    notifier = Notifier(cfg.notifications, store)
+    notifier.notify(notice())
+    started = time.monotonic()
+    report = asyncio.run(_deliver(notifier, 0.5))
+    assert time.monotonic() - started < 2.0
+    assert (report.sent, report.interrupted, report.pending) == (0, 1, 1)
+    [row] = store.outbox_rows()
+    assert (row.status, row.attempts, row.last_error) == ("pending", 0, None)  # handed back, attempt not counted
+    assert row.next_attempt_at <= time.time()
