@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from agent.config import SevLevel
-from agent.durations import Duration
+from agent.durations import Duration, positive
 from checks.base import Frozen
 
 # --------------------------------------------------------------------------- guardrails
@@ -51,12 +51,7 @@ class PerTargetLimits(Frozen):
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     reset_after: Duration = 1800.0
 
-    @field_validator("window")
-    @classmethod
-    def _positive_window(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("window must be greater than 0")
-        return value
+    _positive_window = positive("window")
 
 
 class GlobalLimits(Frozen):
@@ -122,12 +117,7 @@ class MaintenanceWindow(Frozen):
 
     _known_timezone = field_validator("timezone")(_validate_timezone)
 
-    @field_validator("duration")
-    @classmethod
-    def _positive_duration(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("duration must be greater than 0")
-        return value
+    _positive_duration = positive("duration")
 
 
 # --------------------------------------------------------------------------- incidents
@@ -168,12 +158,7 @@ class IncidentSettings(Frozen):
 
     _known_timezone = field_validator("timezone")(_validate_timezone)
 
-    @field_validator("reminder_interval")
-    @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("reminder_interval must be greater than 0")
-        return value
+    _positive_interval = positive("reminder_interval")
 
     def response_time(self, severity: str) -> ResponseTime:
         """The configured response time of ``severity`` (the seed's matrix for one not set)."""
@@ -225,12 +210,7 @@ class ChannelBase(Frozen):
     templates: dict[NoticeKind, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
 
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("timeout must be greater than 0")
-        return value
+    _positive_timeout = positive("timeout")
 
     def accepts(self, severity: str, kind: str) -> bool:
         """Whether a notice of this severity and kind goes to this channel."""

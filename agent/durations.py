@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, field_validator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -54,3 +54,20 @@ def _coerce(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(_coerce), PlainSerializer(format_duration, return_type=str)]
 """Seconds as a float; accepts ``500ms``/``10s``/``5m`` or a bare number of seconds."""
+
+
+def positive(field: str) -> Any:
+    """A pydantic field validator for a model body: ``_positive_x = positive("x")``.
+
+    Rejects a value of 0 or less with ``FIELD must be greater than 0`` (a zero timeout or
+    window would make a check fail at once or a budget never count), so every such rule
+    reads alike and lives once.
+    """
+
+    def check(cls: type, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"{field} must be greater than 0")
+        return value
+
+    return field_validator(field)(check)
+

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from agent.conditions import CompiledCondition, Severity, compile_condition
-from agent.durations import Duration
+from agent.durations import Duration, positive
 
 
 class Frozen(BaseModel):
@@ -94,12 +94,7 @@ class CheckSpec(Frozen):
     #: Conditions applied when the config lists none (e.g. ``status_code < 400`` for http).
     default_conditions: ClassVar[tuple[str, ...]] = ()
 
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("timeout must be greater than 0")
-        return value
+    _positive_timeout = positive("timeout")
 
     @field_validator("interval")
     @classmethod
