@@ -97,7 +97,8 @@ def validate(config_path: str | None) -> None:
 @click.option("--no-store", is_flag=True,
               help="Do not read or update the state store (an ad-hoc look that counts nothing).")
 @click.option("--remediate", is_flag=True,
-              help="Also apply runbooks to checks that are DOWN, with the daemon's guardrails and journal.")
+              help="Also apply runbooks to checks that are DOWN, with the daemon's guardrails and journal; "
+                   "open, update and resolve incidents and deliver their notices (at most 15 s per run).")
 def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], output: str, no_store: bool,
           remediate: bool) -> None:
     """Run the selected checks once, concurrently, and exit with the worst status.
