@@ -286,9 +286,11 @@ def test_a_hung_server_is_confirmed_by_a_hedged_run_alongside_the_first(daemons:
 
 
 def test_a_slow_but_healthy_server_is_not_hedged(daemons: Callable[[], Daemon], target: Target) -> None:
-    target.delay = 0.3  # well inside the 1 s timeout: slow is not failing
+    # 10x its 20 ms retry_interval, well inside the 2 s timeout: slow is not failing, and a
+    # hedge (4x the slowest passing run, at most half the timeout) would wait 0.8-1 s
+    target.delay = 0.2
     d = daemons()
-    d.write_config([http("slow", target.url(), interval=0.4, timeout=1, failure_threshold=2)])
+    d.write_config([http("slow", target.url(), interval=0.4, timeout=2, failure_threshold=2)])
     d.start()
     poll(lambda: len(d.stored_results("slow")) >= 6, 20, "six runs", d)
     assert {r["status"] for r in d.stored_results("slow")} == {"OK"}
