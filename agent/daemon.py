@@ -41,7 +41,7 @@ from agent.deploys import image_records
 from agent.errors import ConfigError, StoreError
 from agent.logs import LOGGER, RedactingFilter
 from agent.metrics import Metrics
-from agent.pacing import RecentLatency, another_run_helps, hedge_delay
+from agent.pacing import BUSY_LATENESS, RecentLatency, another_run_helps, hedge_delay
 from agent.results import Result, Status
 from agent.runner import ProbeRunner, build_probe
 from agent.scheduler import Scheduler
@@ -263,12 +263,16 @@ class Daemon:
         delay = hedge_delay(spec.retry_delay, spec.timeout, slot.recent.slowest())
         if delay >= spec.timeout:
             return None  # it ends (or times out) before a hedge would start
-        return asyncio.get_running_loop().call_later(delay, self._hedge, slot, delay)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        return loop.call_at(due, self._hedge, slot, delay, due)
 
-    def _hedge(self, slot: CheckSlot, delay: float) -> None:
+    def _hedge(self, slot: CheckSlot, delay: float, due: float) -> None:
         name = slot.spec.name
         if self.checks.get(name) is not slot or self.scheduler is None or not self._may_hedge(slot):
             return
+        if asyncio.get_running_loop().time() - due > BUSY_LATENESS:
+            return  # the loop is behind: the run looks slow because the agent is busy
         if self.remedy is not None and self.remedy.holds(name):
             return
         if self.scheduler.hedge(name):

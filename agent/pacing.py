@@ -15,6 +15,12 @@ both bounded by the check's own settings:
   check that is merely slow is not doubled on every run, and never less than
   ``retry_interval`` nor more than half the timeout.
 
+A hedge must answer a slow *target*, never a busy *agent*: a run that looks slow because
+the event loop is behind would otherwise get a hedge, which adds load, which makes more
+runs look slow. So the daemon skips a hedge whose timer fired more than
+:data:`BUSY_LATENESS` late (the loop is behind), and the scheduler runs at most a
+sixteenth of its in-flight slots as hedges at once (agent.scheduler).
+
 These are pure functions over numbers; the daemon (agent.daemon) applies them.
 """
 
@@ -26,6 +32,10 @@ from collections import deque
 HEDGE_LATENCY_FACTOR = 4.0
 #: How many recent passing runs' wall times :class:`RecentLatency` keeps per check.
 RECENT_RUNS = 8
+#: No hedge sooner than this: below it, a run's wall time is mostly the agent's own scheduling.
+HEDGE_MIN_DELAY = 0.1
+#: A hedge timer firing this late means the agent is busy, not the target slow: no hedge then.
+BUSY_LATENESS = 0.05
 
 
 class RecentLatency:
@@ -47,14 +57,15 @@ def hedge_delay(retry_delay: float, timeout: float, slowest_recent: float | None
     """Seconds a run may go unanswered before another starts alongside it.
 
     ``HEDGE_LATENCY_FACTOR`` times the slowest recent passing run, clamped to
-    ``[retry_delay, timeout / 2]``: the upper bound makes the second failure of a hang
-    arrive within one and a half timeouts of the first run's start; the lower bound keeps
-    the operator's ``retry_interval`` as the shortest gap between two looks. Without any
-    passing run to compare with (the agent just started), half the timeout.
+    ``[max(retry_delay, HEDGE_MIN_DELAY), timeout / 2]``: the upper bound makes the second
+    failure of a hang arrive within one and a half timeouts of the first run's start; the
+    lower bound keeps the operator's ``retry_interval`` as the shortest gap between two
+    looks, and the agent's own scheduling delays out of it. Without any passing run to
+    compare with (the agent just started), half the timeout.
     """
     ceiling = timeout / 2
     wanted = ceiling if slowest_recent is None else min(ceiling, HEDGE_LATENCY_FACTOR * slowest_recent)
-    return max(retry_delay, wanted)
+    return max(retry_delay, HEDGE_MIN_DELAY, wanted)
 
 
 def another_run_helps(failure_threshold: int, failures: int, in_flight: int) -> bool:

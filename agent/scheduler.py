@@ -84,6 +84,7 @@ class Scheduler:
         self._seq = 0
         self._running: dict[str, asyncio.Task[None]] = {}
         self._hedges: set[asyncio.Task[None]] = set()
+        self._max_hedges = max(1, max_in_flight // 16)  # hedges at once: bounded extra load (agent.pacing)
         # check -> (when its queued rerun was due, whether a scheduled run is in it)
         self._rerun: dict[str, tuple[float, bool]] = {}
         self._wake = _Wakeup()
@@ -141,8 +142,11 @@ class Scheduler:
 
         The extra run waits for an in-flight slot like any other and counts in ``stats.started``
         and ``stats.hedged``; it neither moves the check's next due time nor queues a rerun.
+        At most a sixteenth of ``max_in_flight`` hedges run at once (at least one): beyond
+        that, many checks look slow at the same time, which is the agent's load or a shared
+        dependency, not something more runs would settle sooner.
         """
-        if name not in self._intervals or self._stopping:
+        if name not in self._intervals or self._stopping or len(self._hedges) >= self._max_hedges:
             return False
         task = asyncio.create_task(self._extra(name), name=f"probe:{name}:hedge")
         self._hedges.add(task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pacing import HEDGE_LATENCY_FACTOR, RecentLatency, another_run_helps, hedge_delay
+from agent.pacing import HEDGE_LATENCY_FACTOR, HEDGE_MIN_DELAY, RecentLatency, another_run_helps, hedge_delay
 
 
 def test_recent_latency_keeps_the_last_runs_and_reports_the_slowest() -> None:
@@ -18,7 +18,8 @@ def test_recent_latency_keeps_the_last_runs_and_reports_the_slowest() -> None:
 
 
 @pytest.mark.parametrize(("retry", "timeout", "slowest", "expected"), [
-    (0.05, 1.0, 0.002, 0.05),  # a fast check: hedge as soon as the retry interval allows
+    (0.05, 1.0, 0.002, HEDGE_MIN_DELAY),  # a fast check: the agent's own scheduling is the floor
+    (0.2, 1.0, 0.002, 0.2),  # ...or the operator's retry_interval, if longer
     (0.05, 1.0, 0.1, 0.1 * HEDGE_LATENCY_FACTOR),  # several times the usual latency
     (0.05, 1.0, 0.3, 0.5),  # a slow check: never later than half the timeout
     (0.05, 1.0, None, 0.5),  # no passing run yet: half the timeout

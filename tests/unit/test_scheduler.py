@@ -270,6 +270,23 @@ def test_hedge_runs_alongside_the_run_in_progress_without_moving_the_schedule() 
     scenario(body)
 
 
+def test_hedges_at_once_are_capped_at_a_sixteenth_of_the_slots() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        rec = Recorder(loop, durations=dict.fromkeys(("a", "b", "c"), 0.3))
+        s = Scheduler(rec, max_in_flight=32, jitter=0)  # room for two hedges at once
+        s.set_checks(dict.fromkeys(("a", "b", "c"), 60.0))
+        task = start(s.run_forever())
+        await asyncio.sleep(0.05)
+        assert [s.hedge("a"), s.hedge("b"), s.hedge("c")] == [True, True, False]
+        await asyncio.sleep(0.4)  # the two hedges ended: room again
+        assert s.hedge("c")
+        s.stop()
+        await task
+        assert s.stats.hedged == 3
+
+    scenario(body)
+
+
 def test_drain_waits_for_hedged_runs_too() -> None:
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         rec = Recorder(loop, durations={"web": 0.3})
