@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ import pytest
 import yaml
 
 from agent.store import Store
+from tests.support.installed import PARAMEDIC
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
-PARAMEDIC = Path(sys.executable).with_name("paramedic")
 
 
 @pytest.fixture

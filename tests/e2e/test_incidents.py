@@ -16,7 +16,6 @@ import hmac
 import json
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,12 +26,12 @@ import pytest
 import yaml
 
 from tests.support.docker import ContainerFactory, published_port, wait_for_http
+from tests.support.installed import PARAMEDIC
 from tests.support.servers import QuietHandler, ServerThread, free_port, http_server
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(90)]
 
-PARAMEDIC = str(Path(sys.executable).with_name("paramedic"))
 TOKEN = "tok-" + uuid.uuid4().hex  # an Authorization header of the check, also printed by the container
 API_KEY = "key-" + uuid.uuid4().hex  # in the check's URL query
 HMAC_SECRET = "hmac-" + uuid.uuid4().hex

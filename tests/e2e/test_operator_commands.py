@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from agent.store import Store
+from tests.support.installed import PARAMEDIC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-PARAMEDIC = Path(sys.executable).with_name("paramedic")
 
 
 def _config(tmp_path: Path) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,13 +36,13 @@ from docker.models.containers import Container
 
 from agent.store import Store
 from tests.support.docker import ContainerFactory, published_port, wait_for_http
+from tests.support.installed import PARAMEDIC
 from tests.support.processes import stop_process
 from tests.support.servers import free_port
 from tests.support.waiting import HttpReply, http_get, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(90)]
 
-PARAMEDIC = Path(sys.executable).with_name("paramedic")
 
 _SERVE = "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 80 -h /www & "
 #: httpd in the background, PID 1 loops; SIGTERM ends it within 0.2 s (a quick graceful restart).
