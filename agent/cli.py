@@ -2,10 +2,13 @@
 
 Exit codes (documented in the README and in ``paramedic --help``):
 
-* ``check``: the worst status of the selected checks, Nagios style — 0 OK, 1 WARNING,
-  2 CRITICAL, 3 UNKNOWN.
-* any command: 2 when the config is invalid (every problem is printed with its path) or
-  the command line is wrong; 3 for an unexpected internal error.
+* ``check`` and ``audit``: the worst status of the selected checks, Nagios style — 0 OK,
+  1 WARNING, 2 CRITICAL, 3 UNKNOWN; and 3 (UNKNOWN, never CRITICAL) when the config is
+  invalid or missing or the command line is wrong (unknown option, bad value, ``--only``
+  naming an unknown check, ``--remediate`` with ``--no-store``): see
+  :mod:`agent.cli_exits`.
+* any other command: 2 when the config is invalid (every problem is printed with its
+  path) or the command line is wrong; 3 for an unexpected internal error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent import __version__
+from agent.cli_exits import USAGE_EXIT, NagiosCommand
 from agent.config import Config, load_config, resolve_path
 from agent.errors import ConfigError, ParamedicError, StoreError
 from agent.results import Result
@@ -26,9 +30,10 @@ if TYPE_CHECKING:
     from agent.state import Transition
 
 EXIT_CODES_HELP = """\b
-Exit codes of `check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (worst check wins;
-the Nagios plugin convention). Any command exits 2 for an invalid config or bad
-usage, 3 for an internal error.
+Exit codes of `check` and `audit`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (worst
+check wins; the Nagios plugin convention), and 3 for an invalid or missing config
+or bad usage. Other commands exit 2 for an invalid config or bad usage, 3 for an
+internal error.
 """
 
 config_option = click.option(
@@ -37,7 +42,8 @@ config_option = click.option(
 )
 
 
-def _load(config_path: str | None) -> Config:
+def _load(config_path: str | None, exit_code: int | None = None) -> Config:
+    """The config, or every problem on stderr and exit ``exit_code`` (default: ConfigError's 2)."""
     path = resolve_path(config_path)
     try:
         return load_config(path)
@@ -45,7 +51,7 @@ def _load(config_path: str | None) -> Config:
         click.echo(f"config {exc.source} is invalid ({len(exc.problems)} problem(s)):", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(exc.exit_code if exit_code is None else exit_code)
 
 
 #: Operator commands, imported only when one of them runs (or --help lists them), so that
@@ -87,7 +93,7 @@ def validate(config_path: str | None) -> None:
     click.echo(f"config OK: {len(config.checks)} checks, {len(config.runbooks)} runbooks")
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command(cls=NagiosCommand, epilog=EXIT_CODES_HELP)
 @config_option
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
@@ -112,19 +118,19 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
     from agent.results import worst
     from agent.runner import run_once, select
 
-    config = _load(config_path)
+    if remediate and no_store:
+        click.echo("--remediate needs the store (budgets and cooldowns live there); drop --no-store", err=True)
+        sys.exit(USAGE_EXIT)
+    config = _load(config_path, USAGE_EXIT)
     missing = [name for name in only if name not in {c.name for c in config.checks}]
     if missing:
         click.echo(f"no check named {', '.join(map(repr, missing))} in {config.source}", err=True)
-        sys.exit(2)
+        sys.exit(USAGE_EXIT)
     specs = select(config.checks, only, tags)
     if not specs:
         click.echo(f"no checks selected (tags: {', '.join(tags)})", err=True)
-        sys.exit(3)
+        sys.exit(USAGE_EXIT)
     results = asyncio.run(run_once(specs, config.redactor))
-    if remediate and no_store:
-        click.echo("--remediate needs the store (budgets and cooldowns live there); drop --no-store", err=True)
-        sys.exit(2)
     states, transitions = ({}, []) if no_store else _record(config, results)
     if remediate:
         from agent.cli_remedy import echo_executions
@@ -181,7 +187,7 @@ def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-@cli.command()
+@cli.command(cls=NagiosCommand, epilog=EXIT_CODES_HELP)
 @config_option
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def audit(config_path: str | None, output: str) -> None:
@@ -198,7 +204,7 @@ def audit(config_path: str | None, output: str) -> None:
     from agent.results import worst
     from agent.runner import run_once
 
-    config = _load(config_path)
+    config = _load(config_path, USAGE_EXIT)
 
     async def go() -> tuple[list[Result], list[Any]]:
         results = await run_once(config.checks, config.redactor)

@@ -3,7 +3,8 @@
 Everything is checked once, at start: unknown keys, bad durations, conditions that do
 not parse, unknown probe types, duplicate names, runbooks naming missing checks. Every
 problem is reported with its path (``checks[2].timeout: input should be a valid
-duration``) in one :class:`~agent.errors.ConfigError`, which the CLI turns into exit 2.
+duration``) in one :class:`~agent.errors.ConfigError`, which the CLI turns into exit 2
+(3, UNKNOWN, from ``check`` and ``audit``: :mod:`agent.cli_exits`).
 
 ``${VAR}`` and ``${VAR:-default}`` in string values expand from the environment after
 YAML parsing (so a value can never inject YAML structure); ``$$`` is a literal ``$``.

@@ -6,7 +6,7 @@ reaches the CLI (``exit_code``). Probe errors additionally say which check statu
 become, so the engine never has to guess from a message::
 
     ParamedicError                      exit 3
-    ├── ConfigError                     exit 2, permanent: the config is invalid (all problems listed)
+    ├── ConfigError                     exit 2 (check, audit: 3), permanent: the config is invalid
     ├── StoreError                      exit 3: the state store cannot be read or written
     └── ProbeError                      a probe could not produce observations
         ├── TargetError                 status CRITICAL: the target itself is failing

@@ -106,17 +106,70 @@ def test_validate_bad_duration_path(tmp_path: Path) -> None:
     assert "  checks[2].timeout: input should be a valid duration" in proc.stderr
 
 
-def test_missing_config_file_exits_2(tmp_path: Path) -> None:
-    proc = run("check", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+def test_validate_missing_config_file_exits_2(tmp_path: Path) -> None:
+    proc = run("validate", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
+
+
+# ------------------------------------------- check and audit: a config or usage problem is 3 (UNKNOWN)
+# Cron and Nagios wrappers read these codes: 2 would page people as CRITICAL for a typo.
+
+
+@pytest.mark.parametrize("command", ["check", "audit"])
+def test_missing_config_file_exits_3(tmp_path: Path, command: str) -> None:
+    proc = run(command, "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["check", "audit"])
+def test_default_config_missing_exits_3(tmp_path: Path, command: str) -> None:
+    proc = run(command, cwd=tmp_path)  # no --config, no $PARAMEDIC_CONFIG, no ./config.yaml
+    assert proc.returncode == 3, proc.stderr
+    assert "config.yaml does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "audit"])
+def test_invalid_config_exits_3(tmp_path: Path, command: str) -> None:
+    proc = run(command, "-c", str(UNIT_FIXTURES / "unknown_check_key.yaml"), cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "  checks[0].retry: unknown key" in proc.stderr.splitlines()
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["check", "audit"])
+@pytest.mark.parametrize("args", [("--output", "xml"), ("--bogus",), ("--output",), ("-c",), ("stray-argument",)])
+def test_bad_usage_exits_3(tmp_path: Path, command: str, args: tuple[str, ...]) -> None:
+    proc = run(command, *args, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Error: " in proc.stderr  # click's message, as before
     assert "Traceback" not in proc.stderr
 
 
-def test_check_with_invalid_config_exits_2(tmp_path: Path) -> None:
-    proc = run("check", "-c", str(UNIT_FIXTURES / "unknown_check_key.yaml"), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "  checks[0].retry: unknown key" in proc.stderr.splitlines()
+def test_audit_has_no_only_option_exits_3(tmp_path: Path) -> None:
+    proc = run("audit", "--only", "app", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "No such option" in proc.stderr
+    assert "--only" in proc.stderr
+
+
+def test_remediate_without_store_exits_3_before_probing(tmp_path: Path, server: TestServer) -> None:
+    cfg = write_config(tmp_path, [http("app", server.url("/ok"))])
+    seen_before = len(server.seen)
+    proc = run("check", "-c", str(cfg), "--remediate", "--no-store", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "--remediate needs the store" in proc.stderr
+    assert len(server.seen) == seen_before  # refused before any probe ran
+
+
+@pytest.mark.parametrize("args", [("validate", "--bogus"), ("validate", "-c"), ("run", "--log-format", "xml"),
+                                  ("history", "--limit", "many")])
+def test_other_commands_keep_exit_2_for_bad_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
+    proc = run(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
 
 
 # ---------------------------------------------------------------- check: exit codes
@@ -273,9 +326,9 @@ def test_only_and_tag_combine(tagged: Path, tmp_path: Path) -> None:
     assert _names(proc) == ["docs"]
 
 
-def test_only_unknown_name_exits_2(tagged: Path, tmp_path: Path) -> None:
+def test_only_unknown_name_exits_3(tagged: Path, tmp_path: Path) -> None:
     proc = run("check", "-c", str(tagged), "--only", "app", "--only", "ghost", cwd=tmp_path)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert "no check named 'ghost'" in proc.stderr
     assert proc.stdout == ""
 
@@ -304,18 +357,13 @@ def test_explicit_config_beats_env_and_cwd_default(tmp_path: Path, server: TestS
     assert _names(proc) == ["from-cwd"]
 
 
-@pytest.mark.parametrize("args", [("--help",), ("check", "--help")])
+@pytest.mark.parametrize("args", [("--help",), ("check", "--help"), ("audit", "--help")])
 def test_help_mentions_exit_codes(tmp_path: Path, args: tuple[str, ...]) -> None:
     proc = run(*args, cwd=tmp_path)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert EXIT_CODES in text
     assert "--config" in text or "validate" in text
-
-
-def test_bad_usage_exits_2(tmp_path: Path) -> None:
-    proc = run("check", "--output", "xml", cwd=tmp_path)
-    assert proc.returncode == 2
 
 
 # ---------------------------------------------------------------- secrets never leak
