@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -42,16 +42,35 @@ config_option = click.option(
 )
 
 
-def _load(config_path: str | None, exit_code: int | None = None) -> Config:
-    """The config, or every problem on stderr and exit ``exit_code`` (default: ConfigError's 2)."""
+def _load(config_path: str | None, exit_code: int | None = None, status_line: bool = False) -> Config:
+    """The config, or every problem on stderr and exit ``exit_code`` (default: ConfigError's 2).
+
+    ``status_line``: also print the Nagios ``PARAMEDIC UNKNOWN - ...`` line on stdout (a
+    monitoring system shows only stdout)."""
     path = resolve_path(config_path)
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo(f"config {exc.source} is invalid ({len(exc.problems)} problem(s)):", err=True)
+        headline = f"config {exc.source} is invalid ({len(exc.problems)} problem(s))"
+        click.echo(f"{headline}:", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
+        if status_line:
+            from agent.output_nagios import unknown_line
+
+            more = f" and {len(exc.problems) - 1} more" if len(exc.problems) > 1 else ""
+            click.echo(unknown_line(f"{headline}: {exc.problems[0] if exc.problems else ''}{more}"))
         sys.exit(exc.exit_code if exit_code is None else exit_code)
+
+
+def _unknown(message: str, output: str) -> NoReturn:
+    """A usage problem of ``check``: the message on stderr (and the Nagios line on stdout), exit 3."""
+    click.echo(message, err=True)
+    if output == "nagios":
+        from agent.output_nagios import unknown_line
+
+        click.echo(unknown_line(message))
+    sys.exit(USAGE_EXIT)
 
 
 #: Operator commands, imported only when one of them runs (or --help lists them), so that
@@ -98,8 +117,9 @@ def validate(config_path: str | None) -> None:
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
               help="Run only checks with this tag (repeatable).")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Table for people, one JSON document for programs.")
+@click.option("--output", "-o", type=click.Choice(["table", "json", "nagios"]), default="table", show_default=True,
+              help="Table for people, one JSON document for programs, or the Nagios plugin's status line "
+                   "with performance data.")
 @click.option("--no-store", is_flag=True,
               help="Do not read or update the state store (an ad-hoc look that counts nothing).")
 @click.option("--remediate", is_flag=True,
@@ -112,7 +132,8 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
     Each probe runs under its own hard timeout. Results and each check's health state
     (OK / FAILING(n) / DOWN / RECOVERING) go to the same store the daemon uses, so a
     cron job counts consecutive failures across runs. Suitable for cron and for
-    monitoring wrappers that understand Nagios exit codes.
+    monitoring wrappers that understand Nagios exit codes (`--output nagios` prints the
+    plugin's status line with performance data).
     """
     from agent.output import results_json, results_table
     from agent.results import worst
@@ -121,15 +142,13 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
     if remediate and no_store:
         click.echo("--remediate needs the store (budgets and cooldowns live there); drop --no-store", err=True)
         sys.exit(USAGE_EXIT)
-    config = _load(config_path, USAGE_EXIT)
+    config = _load(config_path, USAGE_EXIT, status_line=output == "nagios")
     missing = [name for name in only if name not in {c.name for c in config.checks}]
     if missing:
-        click.echo(f"no check named {', '.join(map(repr, missing))} in {config.source}", err=True)
-        sys.exit(USAGE_EXIT)
+        _unknown(f"no check named {', '.join(map(repr, missing))} in {config.source}", output)
     specs = select(config.checks, only, tags)
     if not specs:
-        click.echo(f"no checks selected (tags: {', '.join(tags)})", err=True)
-        sys.exit(USAGE_EXIT)
+        _unknown(f"no checks selected (tags: {', '.join(tags)})", output)
     results = asyncio.run(run_once(specs, config.redactor))
     states, transitions = ({}, []) if no_store else _record(config, results)
     if remediate:
@@ -139,6 +158,10 @@ def check(config_path: str | None, only: Sequence[str], tags: Sequence[str], out
         echo_executions(asyncio.run(remediate_down(config, results, transitions)))
     if output == "json":
         click.echo(results_json(results, states))
+    elif output == "nagios":
+        from agent.output_nagios import results_nagios
+
+        click.echo(results_nagios(results, config.redactor.text))
     else:
         targets = {s.name: config.redactor.text(s.target()) for s in specs}
         click.echo(results_table(results, targets, states, colour=sys.stdout.isatty()))

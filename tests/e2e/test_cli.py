@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -284,6 +285,53 @@ def test_json_status_is_ok_when_everything_passes(tmp_path: Path, server: TestSe
     assert json.loads(proc.stdout)["status"] == "OK"
 
 
+# ---------------------------------------------------------------- check --output nagios
+
+NAGIOS_PERF = re.compile(r"^[A-Za-z0-9_.:-]+=\d+(?:\.\d+)?(?:s|%|B)?;;;$")
+
+
+def test_check_nagios_output(tmp_path: Path, server: TestServer) -> None:
+    cases = _cases(server)
+    cfg = write_config(tmp_path, [cases["ok"], cases["warning"], cases["error500"], cases["refused"]])
+    proc = run("check", "-c", str(cfg), "--output", "nagios", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # the worst status, as with the table
+    first, *long_text = proc.stdout.splitlines()
+    text, perf = first.split(" | ")
+    assert text.startswith("PARAMEDIC CRITICAL - 3 of 4 checks failing: "
+                           "error500 (status_code == 200 failed (actual: 500)), refused (connection refused by ")
+    assert text.endswith('), warning (body contains "version 2" failed (actual: \'all healthy\\n\'))')
+    items = perf.split(" ")
+    assert [i.split("=")[0] for i in items if "_latency=" in i] == [
+        "ok_latency", "warning_latency", "error500_latency", "refused_latency"]
+    assert "ok_body_bytes=12B;;;" in items
+    for item in items:
+        assert NAGIOS_PERF.match(item), item
+    assert long_text[0] == "CRITICAL error500: status_code == 200 failed (actual: 500)"
+    assert long_text[1].startswith("CRITICAL refused: connection refused by 127.0.0.1:")
+    assert long_text[2].startswith("WARNING warning: ")
+    assert len(long_text) == 3
+
+
+def test_check_nagios_output_all_ok(tmp_path: Path, server: TestServer) -> None:
+    cfg = write_config(tmp_path, [_cases(server)["ok"]])
+    proc = run("check", "-c", str(cfg), "-o", "nagios", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"PARAMEDIC OK - 1 of 1 check OK \| ok_latency=[\d.]+s;;; ok_body_bytes=12B;;;\n",
+                        proc.stdout), proc.stdout
+
+
+def test_check_nagios_output_for_a_config_or_usage_problem(tmp_path: Path, tagged: Path) -> None:
+    """Nagios shows only stdout: a problem that is not a check's verdict still says UNKNOWN there."""
+    proc = run("check", "-c", str(UNIT_FIXTURES / "unknown_check_key.yaml"), "-o", "nagios", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert proc.stdout.startswith("PARAMEDIC UNKNOWN - config ")
+    assert "checks[0].retry: unknown key" in proc.stdout
+    assert len(proc.stdout.splitlines()) == 1
+    proc = run("check", "-c", str(tagged), "-o", "nagios", "--only", "ghost", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert proc.stdout == f"PARAMEDIC UNKNOWN - no check named 'ghost' in {tagged}\n"
+
+
 # ---------------------------------------------------------------- selection
 
 
@@ -386,7 +434,7 @@ def _canary_checks(server: TestServer, refused_port: int) -> list[dict[str, Any]
     ]
 
 
-@pytest.mark.parametrize("output", ["table", "json"])
+@pytest.mark.parametrize("output", ["table", "json", "nagios"])
 def test_canary_secrets_never_appear_in_output(tmp_path: Path, server: TestServer, output: str) -> None:
     refused_port = free_port()
     cfg = write_config(tmp_path, _canary_checks(server, refused_port))
