@@ -75,7 +75,7 @@ def _unknown(message: str, output: str) -> NoReturn:
 
 #: Operator commands, imported only when one of them runs (or --help lists them), so that
 #: a cron `paramedic check` does not pay for the store, incident and notification modules.
-LAZY_COMMANDS = ("pause", "resume", "silence", "history", "approve", "reject", "incidents")
+LAZY_COMMANDS = ("pause", "resume", "silence", "history", "approve", "reject", "incidents", "schema")
 _OPS_LOADED: list[bool] = []
 
 
@@ -269,8 +269,9 @@ def _register_ops() -> None:
     _OPS_LOADED.append(True)
     from agent.cli_incidents import build as build_incidents
     from agent.cli_ops import build
+    from agent.cli_schema import schema
 
-    for command in [*build(_load, config_option), *build_incidents(_load, config_option)]:
+    for command in [*build(_load, config_option), *build_incidents(_load, config_option), schema]:
         cli.add_command(command)
 
 

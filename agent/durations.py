@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, field_validator
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema, field_validator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -52,7 +52,18 @@ def _coerce(value: Any) -> float:
     raise ValueError(f"input should be a valid duration like 10s (got {type(value).__name__})")
 
 
-Duration = Annotated[float, BeforeValidator(_coerce), PlainSerializer(format_duration, return_type=str)]
+#: What a config may write for a :data:`Duration`, as JSON Schema (``paramedic schema``):
+#: a number of seconds, or a string :func:`parse_duration` accepts.
+DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*(?:\d+(?:\.\d+)? *(?:ms|s|m|h|d|w) *)+$|^\s*\d+(?:\.\d+)?\s*$"},
+    ],
+    "description": "a duration: 500ms, 10s, 5m, 1h30m, 2d, 1w, or a number of seconds",
+}
+
+Duration = Annotated[float, BeforeValidator(_coerce), PlainSerializer(format_duration, return_type=str),
+                     WithJsonSchema(DURATION_JSON_SCHEMA)]
 """Seconds as a float; accepts ``500ms``/``10s``/``5m`` or a bare number of seconds."""
 
 

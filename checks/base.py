@@ -14,12 +14,17 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from agent.conditions import CompiledCondition, Severity, compile_condition
 from agent.durations import Duration, positive
+
+if TYPE_CHECKING:
+    from pydantic import GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
 
 
 class Frozen(BaseModel):
@@ -39,6 +44,12 @@ class ConditionSpec(Frozen):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"expr": value} if isinstance(value, str) else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """A string is a condition too (``paramedic schema``): ``"latency_ms < 500"``."""
+        return {"anyOf": [{"type": "string", "description": "an expression, e.g. latency_ms < 500"},
+                          handler(core_schema)]}
 
     @field_validator("expr")
     @classmethod
