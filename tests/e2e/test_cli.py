@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 import yaml
 
 from tests.integration.test_probe_http import TestServer, serving
+from tests.support.installed import PARAMEDIC, installed
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -30,17 +29,6 @@ UNIT_FIXTURES = Path(__file__).parents[1] / "unit" / "fixtures" / "config"
 EXIT_CODES = "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
 
 
-def _paramedic() -> str:
-    beside_python = Path(sys.executable).parent / "paramedic"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("paramedic")
-    if found is None:
-        pytest.fail("the paramedic console script is not installed (pip install -e '.[dev]')")
-    return found
-
-
-PARAMEDIC = _paramedic()
 
 
 def run(
@@ -497,7 +485,7 @@ def test_check_of_http_probes_imports_no_heavy_sdk(tmp_path: Path, server: TestS
     wrapper.write_text(WRAPPER)
     out = tmp_path / "modules.json"
     proc = subprocess.run(
-        [sys.executable, str(wrapper), "check", "-c", str(cfg)],
+        [str(installed().python), str(wrapper), "check", "-c", str(cfg)],
         cwd=tmp_path, env=os.environ | {"MODULES_OUT": str(out)}, capture_output=True, text=True, timeout=60,
         check=False,
     )
