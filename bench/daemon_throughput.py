@@ -20,7 +20,7 @@ in a temp dir, ``worker_processes 2``) on a free 127.0.0.1 port, one side after 
    process): a config of ``--checks`` HTTP checks (distinct names, the same URL with
    ``?i=N``), interval 1 s, timeout 1 s, ``status_code == 200``, scheduler jitter 1 s,
    the SQLite store in the temp dir, ``server.listen`` on a free port, run as
-   ``python -c 'from agent.cli import main; main()' run -c CFG``: the whole pipeline
+   ``python -c 'from agent.cli.main import main; main()' run -c CFG``: the whole pipeline
    (conditions, state, store, metrics). After the warm-up it measures over the window:
    CPU seconds of the process (utime+stime from ``/proc/PID/stat``, all threads; the
    kernel's share shown apart), max RSS (``VmRSS`` sampled twice a second), probes
@@ -350,7 +350,7 @@ def bench_paramedic(url: str, args: argparse.Namespace, tmp: Path, loop: str) ->
     db = run_dir / "paramedic.db"
     python = REPO / ".venv" / "bin" / "python"
     hide = "import sys; sys.modules['uvloop'] = None; " if loop == "asyncio" else ""
-    argv = [str(python), *args.python_args.split(), "-c", f"{hide}from agent.cli import main; main()",
+    argv = [str(python), *args.python_args.split(), "-c", f"{hide}from agent.cli.main import main; main()",
             "run", "-c", str(cfg)]
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     with running(argv, run_dir / "paramedic.log", "paramedic") as proc:

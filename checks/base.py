@@ -4,7 +4,7 @@ A probe type is a pair: a frozen pydantic *spec* (subclass of :class:`CheckSpec`
 ``type: Literal["<name>"]`` field and its own settings) and a *probe* class (subclass of
 :class:`Probe`) whose only I/O is :meth:`Probe.observe`. The engine applies the hard
 timeout, evaluates conditions, and turns exceptions into results; a probe only gathers
-observations, or raises an ``agent.errors.ProbeError`` that says whether the target is
+observations, or raises an ``agent.kernel.errors.ProbeError`` that says whether the target is
 failing (CRITICAL) or the agent cannot tell (UNKNOWN).
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from agent.conditions import CompiledCondition, Severity, compile_condition
-from agent.durations import Duration, positive
+from agent.kernel.conditions import CompiledCondition, Severity, compile_condition
+from agent.kernel.durations import Duration, positive
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
@@ -89,7 +89,7 @@ class CheckSpec(Frozen):
     #: How soon paramedic looks again when the check seems to be failing, while it is not yet
     #: DOWN: the next run starts this long after a failed run instead of at the next
     #: ``interval`` (Nagios' retry_interval), and a run still unanswered this long (and longer
-    #: than the check usually takes) gets another run alongside it (agent.pacing). None: a
+    #: than the check usually takes) gets another run alongside it (agent.core.pacing). None: a
     #: twentieth of the interval, at most 1 s. Never later than the interval.
     retry_interval: Duration | None = None
     timeout: Duration = 5.0
@@ -197,7 +197,7 @@ class Probe(ABC, Generic[SpecT]):
 
     @abstractmethod
     async def observe(self) -> dict[str, Any]:
-        """Gather observations, or raise an ``agent.errors.ProbeError``.
+        """Gather observations, or raise an ``agent.kernel.errors.ProbeError``.
 
         Must honour cancellation: the engine cancels it when the check's timeout passes,
         and it must release sockets and threads when that happens.

@@ -44,10 +44,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.conditions import CompiledCondition, compile_condition
-from agent.durations import format_duration
-from agent.errors import AgentSideError, DependencyUnavailableError, TargetError
-from agent.redact import redact_url
+from agent.kernel.conditions import CompiledCondition, compile_condition
+from agent.kernel.durations import format_duration
+from agent.kernel.errors import AgentSideError, DependencyUnavailableError, TargetError
+from agent.kernel.redact import redact_url
 from checks.base import CheckSpec, Frozen, Probe
 
 COMPOSE_PROJECT = "com.docker.compose.project"

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from agent.errors import AgentSideError, ProbeError, TargetError
+from agent.kernel.errors import AgentSideError, ProbeError, TargetError
 from checks.base import CheckSpec, Probe
 
 #: errno values that mean the *configuration* names a path the agent cannot use.

@@ -27,9 +27,9 @@ from urllib.parse import urljoin, urlsplit
 import h11
 from pydantic import Field, field_validator
 
-from agent.conditions import CompiledCondition, compile_condition
-from agent.errors import ConnectionLostError, ProtocolError, TargetError, TLSError
-from agent.redact import redact_url
+from agent.kernel.conditions import CompiledCondition, compile_condition
+from agent.kernel.errors import ConnectionLostError, ProtocolError, TargetError, TLSError
+from agent.kernel.redact import redact_url
 from checks.base import CheckSpec, Probe, Resources
 from checks.net import Connection, TlsSpec, connect, make_ssl_context
 

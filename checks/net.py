@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from agent.errors import (
+from agent.kernel.errors import (
     ConnectionLostError,
     ConnectionRefusedProbeError,
     DNSError,
@@ -82,7 +82,7 @@ class Connection:
 async def connect(
     host: str, port: int, ssl_context: ssl.SSLContext | None = None, server_name: str | None = None
 ) -> Connection:
-    """Open a connection, translating failures into ``agent.errors`` probe errors."""
+    """Open a connection, translating failures into ``agent.kernel.errors`` probe errors."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     where = f"{host}:{port}"

@@ -47,8 +47,8 @@ from urllib.parse import parse_qsl, unquote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.durations import Duration, format_duration
-from agent.errors import (
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     ConnectionLostError,
@@ -59,7 +59,7 @@ from agent.errors import (
     TargetError,
     TLSError,
 )
-from agent.redact import MASK
+from agent.kernel.redact import MASK
 from checks.base import CheckSpec, Frozen, Probe
 
 if TYPE_CHECKING:

@@ -51,9 +51,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.conditions import BoolOp, CompiledCondition, Path, Truthy, compile_condition
-from agent.durations import format_duration
-from agent.errors import (
+from agent.kernel.conditions import BoolOp, CompiledCondition, Path, Truthy, compile_condition
+from agent.kernel.durations import format_duration
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     DependencyUnavailableError,
@@ -62,7 +62,7 @@ from agent.errors import (
     TargetError,
     TLSError,
 )
-from agent.redact import redact_url
+from agent.kernel.redact import redact_url
 from checks.base import CheckSpec, Probe
 
 #: Observation names that make a condition a per-series condition.

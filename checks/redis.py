@@ -31,8 +31,8 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.durations import Duration
-from agent.errors import (
+from agent.kernel.durations import Duration
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     ConnectionLostError,
@@ -43,7 +43,7 @@ from agent.errors import (
     TargetError,
     TLSError,
 )
-from agent.redact import MASK, redact_url
+from agent.kernel.redact import MASK, redact_url
 from checks.base import CheckSpec, Probe
 from checks.net import TlsSpec
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from agent.conditions import CompiledCondition, compile_condition
-from agent.errors import ConnectionLostError, TLSError
+from agent.kernel.conditions import CompiledCondition, compile_condition
+from agent.kernel.errors import ConnectionLostError, TLSError
 from checks.base import CheckSpec, Probe
 from checks.net import TlsSpec, connect, make_ssl_context
 

@@ -31,8 +31,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agent.conditions import CompiledCondition, compile_condition
-from agent.errors import DependencyUnavailableError, ProtocolError, TLSError
+from agent.kernel.conditions import CompiledCondition, compile_condition
+from agent.kernel.errors import DependencyUnavailableError, ProtocolError, TLSError
 from checks.base import CheckSpec, Probe
 from checks.net import Connection, TlsSpec, connect, make_ssl_context
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
-from agent.results import Result, Status
+from agent.kernel.results import Result, Status
 from checks.base import CheckSpec, Frozen, Resources
 
 

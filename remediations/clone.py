@@ -74,7 +74,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.redact import MASK
+from agent.kernel.redact import MASK
 
 COMPOSE_NUMBER = "com.docker.compose.container-number"
 #: Label a rollback puts on the container it creates: the image id it rolled back *from*.

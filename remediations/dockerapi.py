@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agent.errors import DependencyUnavailableError
+from agent.kernel.errors import DependencyUnavailableError
 from checks.base import Resources
 from remediations.base import Target
 

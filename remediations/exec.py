@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from agent.durations import Duration, format_duration
-from agent.redact import MASK, redact_url
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.redact import MASK, redact_url
 from remediations.base import Outcome, Params, Plan, Remediation, Target
 
 #: Seconds between SIGTERM and SIGKILL for a command that overran its timeout.
@@ -42,7 +42,7 @@ KILL_GRACE = 2.0
 DRAIN_AFTER_EXIT = 1.0
 _CHUNK = 65536
 POLL_INTERVAL = 0.02
-#: Same idea as agent.redact's query-parameter rule, for environment variable names and flags.
+#: Same idea as agent.kernel.redact's query-parameter rule, for environment variable names and flags.
 SECRET_KEY = re.compile(r"(pass|secret|token|key|auth|signature|credential|cookie|session)", re.I)
 _FLAG = re.compile(r"^(--?[A-Za-z0-9_.-]+)=(.+)$", re.S)
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from agent.durations import Duration, format_duration
+from agent.kernel.durations import Duration, format_duration
 from checks.postgres import (
     PostgresConnection,
     PostgresSpec,

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from agent.durations import Duration, format_duration
-from agent.errors import DependencyUnavailableError
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.errors import DependencyUnavailableError
 from checks.container import parse_docker_time
 from remediations.base import Outcome, Params, Plan, Remediation, Target
 from remediations.dockerapi import docker_client

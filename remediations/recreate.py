@@ -51,8 +51,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from agent.durations import Duration, format_duration
-from agent.errors import DependencyUnavailableError
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.errors import DependencyUnavailableError
 from remediations.base import ActionContext, Outcome, Plan, Remediation, Target, TargetParams
 from remediations.clone import clone_spec, container_name, public_spec, same_as_planned, same_image, short_id
 from remediations.dockerapi import DockerActionError, docker_client, find_containers

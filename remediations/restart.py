@@ -53,8 +53,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agent.durations import Duration, format_duration
-from agent.errors import DependencyUnavailableError
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.errors import DependencyUnavailableError
 from checks.container import parse_docker_time
 from remediations import swarm
 from remediations.base import ActionContext, Outcome, Plan, Remediation, Target, TargetParams

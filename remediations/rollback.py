@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from agent.errors import DependencyUnavailableError
+from agent.kernel.errors import DependencyUnavailableError
 from remediations import swarm
 from remediations.base import Outcome, Plan, Remediation, Target
 from remediations.clone import LABEL_ROLLBACK_FROM, container_name, labels_of

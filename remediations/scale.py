@@ -48,8 +48,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from agent.durations import format_duration
-from agent.errors import DependencyUnavailableError
+from agent.kernel.durations import format_duration
+from agent.kernel.errors import DependencyUnavailableError
 from remediations import swarm
 from remediations.base import Outcome, Plan, Remediation, Target
 from remediations.clone import (

@@ -71,8 +71,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.durations import format_duration
-from agent.errors import DependencyUnavailableError
+from agent.kernel.durations import format_duration
+from agent.kernel.errors import DependencyUnavailableError
 from remediations.base import ActionContext, Outcome, Plan, Target
 from remediations.dockerapi import docker_client
 

@@ -32,8 +32,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, JsonValue, field_validator
 
-from agent.durations import Duration, format_duration
-from agent.redact import MASK, SENSITIVE_HEADERS, redact_headers, redact_url
+from agent.kernel.durations import Duration, format_duration
+from agent.kernel.redact import MASK, SENSITIVE_HEADERS, redact_headers, redact_url
 from remediations.base import Outcome, Params, Plan, Remediation, Target
 
 #: How much of the response body the outcome keeps.

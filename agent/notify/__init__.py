@@ -6,13 +6,13 @@
 * :mod:`agent.notify.channels` — log, webhook (HMAC-signed), Slack, e-mail (SMTP with
   STARTTLS) and PagerDuty Events API v2; each delivers once and says whether a failure
   is worth retrying.
-* :mod:`agent.notify.outbox` — the persistent outbox in the store and the dispatcher
+* :mod:`agent.runtime.outbox` — the persistent outbox in the store and the dispatcher
   that sends from it with backoff, so remediation never waits on a receiver and a
-  pending notification survives a restart. :class:`~agent.notify.outbox.Notifier` is the
+  pending notification survives a restart. :class:`~agent.runtime.outbox.Notifier` is the
   one object the incident layer holds.
 
 Importing this package is cheap (no Jinja2, aiohttp or tenacity): import
-``agent.notify.outbox`` where notifications are actually sent. See docs/notifications.md.
+``agent.runtime.outbox`` where notifications are actually sent. See docs/notifications.md.
 """
 
 from agent.notify.templates import Notice

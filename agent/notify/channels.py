@@ -3,7 +3,7 @@
 A channel turns a :class:`~agent.notify.templates.Notice` into one delivery and either
 returns or raises :class:`DeliveryError` (try again later) / :class:`RejectedError`
 (trying again cannot help: a 4xx, refused credentials, a refused recipient). It never
-retries itself and never sleeps: the outbox (:mod:`agent.notify.outbox`) owns retries,
+retries itself and never sleeps: the outbox (:mod:`agent.runtime.outbox`) owns retries,
 so a slow or broken receiver never holds up anything else.
 
 ========== ==============================================================================
@@ -43,7 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from agent.config_sections import (
+from agent.config.sections import (
     ChannelBase,
     EmailChannel,
     LogChannel,
@@ -52,9 +52,9 @@ from agent.config_sections import (
     SlackChannel,
     WebhookChannel,
 )
-from agent.errors import ConfigError, ParamedicError
+from agent.kernel.errors import ConfigError, ParamedicError
+from agent.kernel.redact import MASK, SENSITIVE_HEADERS
 from agent.notify.templates import Notice, Renderer, iso_time
-from agent.redact import MASK, SENSITIVE_HEADERS
 
 LOGGER = logging.getLogger("paramedic.notify")
 USER_AGENT = "paramedic-notify/1"
@@ -504,7 +504,7 @@ def build_channels(settings: NotificationSettings, http: HttpPoster,
                    logger: logging.Logger = LOGGER) -> dict[str, Channel[Any]]:
     """Every configured channel by name, all HTTP ones sharing ``http``.
 
-    Raises :class:`~agent.errors.ConfigError` naming every channel that cannot be set up
+    Raises :class:`~agent.kernel.errors.ConfigError` naming every channel that cannot be set up
     (``notifications.channels[1].ca_file: cannot load /etc/ca.pem: No such file or directory``):
     what the config's validation cannot see because it reads no files.
     """

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.store import Store
+from agent.store.sqlite import Store
 from tests.support.installed import PARAMEDIC
 from tests.support.servers import free_port
 

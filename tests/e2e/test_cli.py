@@ -467,7 +467,7 @@ def test_canary_secrets_never_appear_in_validate_errors(tmp_path: Path) -> None:
 
 WRAPPER = """\
 import json, os, sys
-from agent.cli import main
+from agent.cli.main import main
 sys.argv = ["paramedic", *sys.argv[1:]]
 try:
     main()
@@ -491,10 +491,11 @@ def test_check_of_http_probes_imports_no_heavy_sdk(tmp_path: Path, server: TestS
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     modules = set(json.loads(out.read_text()))
-    assert {"agent.cli", "checks.http", "h11"} <= modules  # the probes did run
+    assert {"agent.cli.main", "checks.http", "h11"} <= modules  # the probes did run
     loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert loaded == []
     # incidents and notifications are for `check --remediate` (and the daemon) only
-    layers = sorted(m for m in modules if m in ("agent.incidents", "agent.incident_wiring", "agent.evidence",
-                                                "agent.cli_remedy") or m.startswith("agent.notify"))
+    layers = sorted(m for m in modules if m in ("agent.runtime.incidents", "agent.app.incident_wiring",
+                                                "agent.runtime.evidence", "agent.runtime.outbox",
+                                                "agent.cli.remedy") or m.startswith("agent.notify"))
     assert layers == []

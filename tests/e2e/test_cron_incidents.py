@@ -102,7 +102,7 @@ def _listen(port: int) -> socket.socket:
 
 
 def _pending(tmp_path: Path) -> list[tuple[str, str, int]]:
-    from agent.store import Store
+    from agent.store.sqlite import Store
 
     store = Store(tmp_path / "paramedic.db")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.store import Store
+from agent.store.sqlite import Store
 from tests.support.installed import PARAMEDIC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.store import Store
+from agent.store.sqlite import Store
 from tests.support.servers import QuietHandler, ServerThread, free_port, http_server
 from tests.support.services import HangingListener
 from tests.support.waiting import HttpReply, http_get, poll

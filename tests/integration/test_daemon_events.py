@@ -27,7 +27,7 @@ import pytest
 from docker.models.containers import Container
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.store import Store
+from agent.store.sqlite import Store
 from tests.support.docker import ContainerFactory
 from tests.support.processes import stop_process
 from tests.support.servers import free_port

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.deploys import image_records
-from agent.results import Result, Status
-from agent.store import Store
+from agent.core.deploys import image_records
+from agent.kernel.results import Result, Status
+from agent.store.sqlite import Store
 from checks.container import ContainerSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(120)]

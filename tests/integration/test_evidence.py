@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from agent.config import parse_config
-from agent.evidence import EvidenceCollector
+from agent.config.model import parse_config
+from agent.runtime.evidence import EvidenceCollector
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

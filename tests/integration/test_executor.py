@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.executor import Executor
+from agent.config.model import Config, parse_config
+from agent.kernel.results import Result, Status
 from agent.registry import probe_class
-from agent.results import Result, Status
-from agent.runner import ProbeRunner
-from agent.store import Store
+from agent.runtime.executor import Executor
+from agent.runtime.runner import ProbeRunner
+from agent.store.sqlite import Store
 from remediations.base import ActionContext, Outcome, Plan, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(120)]

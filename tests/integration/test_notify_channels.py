@@ -35,11 +35,11 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from agent.config import Config, parse_config
-from agent.config_sections import NoticeKind
+from agent.config.model import Config, parse_config
+from agent.config.sections import NoticeKind
 from agent.notify import Notice
-from agent.notify.outbox import Notifier
-from agent.store import OutboxRow, Store
+from agent.runtime.outbox import Notifier
+from agent.store.sqlite import OutboxRow, Store
 from tests.support.receivers import Answer, HttpReceiver, Received, serve
 from tests.support.servers import free_port
 from tests.support.tls import server_context

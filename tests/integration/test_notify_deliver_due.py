@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify.outbox import DeliveryReport, Notifier
-from agent.store import Store
+from agent.runtime.outbox import DeliveryReport, Notifier
+from agent.store.sqlite import Store
 from tests.integration.test_notify_channels import Receiver, config, notice
 from tests.support.receivers import Answer, Received, serve
 

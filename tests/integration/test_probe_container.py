@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from docker.models.containers import Container
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import ProbeRunner, run_once
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import ProbeRunner, run_once
 from checks.base import Resources
 from checks.container import ContainerProbe, ContainerSpec
 from tests.support.docker import TEST_IMAGE, ContainerFactory

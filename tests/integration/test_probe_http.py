@@ -26,9 +26,9 @@ import pytest
 import trustme
 import yaml
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import run_once
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import run_once
 from tests.support.servers import QuietHandler, ServerThread, free_port, tcp_server
 from tests.support.tls import server_context
 

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 import trustme
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import ProbeRunner, run_once
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import ProbeRunner, run_once
 from checks.postgres import PostgresProbe, PostgresSpec
 from tests.support.servers import free_port
 from tests.support.services import PostgresServer

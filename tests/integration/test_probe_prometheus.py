@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import run_once
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import run_once
 from tests.support.servers import free_port
 from tests.support.services import PrometheusServer
 

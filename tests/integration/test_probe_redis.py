@@ -16,9 +16,9 @@ import pytest
 import redis
 import trustme
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import ProbeRunner, run_once
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import ProbeRunner, run_once
 from checks.redis import RedisProbe, RedisSpec
 from tests.support.servers import free_port, server_missing
 from tests.support.services import RedisFactory, RedisServer

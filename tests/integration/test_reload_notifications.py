@@ -7,8 +7,8 @@ remediated and resolves without Docker. Notification channels are webhooks to lo
 receivers. The tests rewrite the config, send SIGHUP, and look at what each receiver got,
 the daemon's JSON log and the store's outbox.
 
-A few tests drive :class:`~agent.notify.outbox.Notifier` and
-:class:`~agent.remedy.Remedy` in-process, where the timing of "pending" and "in flight"
+A few tests drive :class:`~agent.runtime.outbox.Notifier` and
+:class:`~agent.runtime.remedy.Remedy` in-process, where the timing of "pending" and "in flight"
 must be exact.
 """
 
@@ -31,14 +31,14 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.config import Config, load_config
-from agent.executor import Executor
-from agent.notify.outbox import Notifier, removed_error
+from agent.config.model import Config, load_config
+from agent.core.state import CheckState, Health
+from agent.kernel.results import Result, Status
 from agent.notify.templates import Notice
-from agent.remedy import LADDER_FLAG, Remedy
-from agent.results import Result, Status
-from agent.state import CheckState, Health
-from agent.store import OutboxRow, Store
+from agent.runtime.executor import Executor
+from agent.runtime.outbox import Notifier, removed_error
+from agent.runtime.remedy import LADDER_FLAG, Remedy
+from agent.store.sqlite import OutboxRow, Store
 from remediations.base import ActionContext
 from tests.support.servers import free_port
 from tests.support.waiting import http_get, wait_until
@@ -526,7 +526,7 @@ def test_notifier_apply_routes_new_notices_and_keeps_in_flight_sends(
 def test_notifier_prepare_rejects_an_unbuildable_channel_and_changes_nothing(
     servers: Callable[..., Http], tmp_path: Path
 ) -> None:
-    from agent.errors import ConfigError
+    from agent.kernel.errors import ConfigError
 
     a = servers()
     store = Store(tmp_path / "s.db")

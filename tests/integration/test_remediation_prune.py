@@ -21,7 +21,7 @@ import pytest
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
 
-from agent.store import Store
+from agent.store.sqlite import Store
 from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Plan, Target
 from remediations.prune import Prune, PruneParams

@@ -21,10 +21,10 @@ import docker
 import pytest
 from docker.errors import NotFound
 
-from agent.config import parse_config
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
 from agent.registry import probe_class
-from agent.results import Result, Status
-from agent.runner import ProbeRunner
+from agent.runtime.runner import ProbeRunner
 from checks.base import CheckSpec, Resources
 from remediations.base import ActionContext, Plan, resolve_target, verify
 from remediations.recreate import Recreate, RecreateParams

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from docker.models.containers import Container
 
-from agent.config import parse_config
-from agent.results import Result, Status
-from agent.runner import ProbeRunner, build_probe
-from agent.store import Store
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import ProbeRunner, build_probe
+from agent.store.sqlite import Store
 from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Remediation, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams

@@ -24,11 +24,11 @@ import docker
 import pytest
 from docker.errors import APIError, NotFound
 
-from agent.config import parse_config
+from agent.config.model import parse_config
+from agent.kernel.results import Result, Status
 from agent.registry import probe_class
-from agent.results import Result, Status
-from agent.runner import ProbeRunner
-from agent.store import Store
+from agent.runtime.runner import ProbeRunner
+from agent.store.sqlite import Store
 from checks.base import CheckSpec, Resources
 from remediations.base import ActionContext, Target, resolve_target, verify
 from remediations.clone import LABEL_ROLLBACK_FROM

@@ -40,9 +40,9 @@ from docker.errors import APIError, NotFound
 from docker.models.services import Service
 from docker.types import ServiceMode
 
-from agent.config import parse_config
-from agent.results import Result
-from agent.runner import ProbeRunner, build_probe
+from agent.config.model import parse_config
+from agent.kernel.results import Result
+from agent.runtime.runner import ProbeRunner, build_probe
 from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Plan, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.config import Config, load_config
-from agent.executor import Executor
-from agent.remedy import Remedy
-from agent.results import Result, Status
-from agent.runner import run_once
-from agent.state import CheckState, Health
-from agent.store import Store
+from agent.config.model import Config, load_config
+from agent.core.state import CheckState, Health
+from agent.kernel.results import Result, Status
+from agent.runtime.executor import Executor
+from agent.runtime.remedy import Remedy
+from agent.runtime.runner import run_once
+from agent.store.sqlite import Store
 from remediations.base import ActionContext
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(120)]

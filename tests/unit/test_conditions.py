@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.conditions import ConditionSyntaxError, compile_condition, evaluate
+from agent.kernel.conditions import ConditionSyntaxError, compile_condition, evaluate
 
 OBS: dict[str, Any] = {
     "status_code": 200,

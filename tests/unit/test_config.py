@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
+from agent.config.model import (
     DEFAULT_CONFIG,
     ENV_CONFIG,
     Config,
@@ -16,7 +16,7 @@ from agent.config import (
     parse_config,
     resolve_path,
 )
-from agent.errors import ConfigError
+from agent.kernel.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 DURATION_MSG = "input should be a valid duration like 500ms, 10s, 5m, 1h"

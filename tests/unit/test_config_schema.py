@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
-from agent.config import parse_config
-from agent.config_schema import config_schema
-from agent.config_sections import CHANNEL_TYPES
-from agent.errors import ConfigError
+from agent.config.model import parse_config
+from agent.config.schema import config_schema
+from agent.config.sections import CHANNEL_TYPES
+from agent.kernel.errors import ConfigError
 from agent.registry import ACTION_TYPES, CHECK_TYPES
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """What a config does not use costs nothing at load (cold start of a cron `paramedic check`, issue 2).
 
-The optional sections' models live in agent.config_sections, imported only when a config
+The optional sections' models live in agent.config.sections, imported only when a config
 has such a section or a Config property for one is read; runbooks are validated on their
 own. Each check runs in a fresh interpreter, as `paramedic check` does.
 """
@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from agent.config import parse_config
-from agent.errors import ConfigError
+from agent.config.model import parse_config
+from agent.kernel.errors import ConfigError
 
 CHECKS = "checks:\n  - {name: a, type: http, url: 'http://127.0.0.1:9/'}\n"
 
@@ -25,22 +25,22 @@ def fresh(code: str) -> None:
 def test_a_config_of_checks_only_imports_no_section_model_and_builds_no_runbook_schema() -> None:
     fresh(
         "import sys\n"
-        "from agent import config\n"
+        "from agent.config import model as config\n"
         "loaded = config.parse_config(CHECKS)\n"
-        "assert 'agent.config_sections' not in sys.modules\n"
+        "assert 'agent.config.sections' not in sys.modules\n"
         "assert not config.Runbook.__pydantic_complete__\n"
         "assert not config._Runbooks.__pydantic_complete__\n"
         "assert loaded.guardrails.per_target.budget == 3  # the defaults, imported on first read\n"
-        "assert 'agent.config_sections' in sys.modules\n"
+        "assert 'agent.config.sections' in sys.modules\n"
     )
 
 
 def test_a_config_with_a_section_imports_the_section_models() -> None:
     fresh(
         "import sys\n"
-        "from agent import config\n"
+        "from agent.config import model as config\n"
         "loaded = config.parse_config(CHECKS + 'incidents: {owner: ops}\\n')\n"
-        "assert 'agent.config_sections' in sys.modules\n"
+        "assert 'agent.config.sections' in sys.modules\n"
         "assert loaded.incidents.owner == 'ops'\n"
         "assert not config.Runbook.__pydantic_complete__\n"
     )

@@ -1,4 +1,4 @@
-"""Unit tests for ``agent.events``: event parsing, selection, operator-intent rules, the
+"""Unit tests for ``agent.runtime.events``: event parsing, selection, operator-intent rules, the
 reconnect loop and shutdown.
 
 The events are the ones Docker 20.10 emitted for each scenario (recorded into
@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.events import (
+from agent.app.metrics import Metrics
+from agent.config.model import Config, parse_config
+from agent.kernel.results import Result, Status
+from agent.runtime.events import (
     Backoff,
     ContainerEvent,
     Decision,
@@ -35,9 +37,7 @@ from agent.events import (
     parse_event,
     watched,
 )
-from agent.metrics import Metrics
-from agent.results import Result, Status
-from agent.store import Store
+from agent.store.sqlite import Store
 from checks.container import ContainerSpec
 
 RECORDED: dict[str, list[dict[str, Any]]] = {

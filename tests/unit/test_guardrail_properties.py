@@ -1,10 +1,10 @@
 """Property tests: no sequence of results, silences, pauses and attempts makes the guardrails
 allow more than a budget, or any action during a silence or a pause.
 
-A small simulated agent drives :func:`agent.guardrails.admit` the way the executor will:
+A small simulated agent drives :func:`agent.core.guardrails.admit` the way the executor will:
 results advance each check's state (the real state machine), an action is recorded only
 when ``admit`` allowed it, the history handed to ``admit`` is only what
-:func:`~agent.guardrails.history_need` asks for, and a target's counters reset when its
+:func:`~agent.core.guardrails.history_need` asks for, and a target's counters reset when its
 checks have been healthy for ``reset_after``.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config_sections import GuardrailSettings
-from agent.guardrails import (
+from agent.config.sections import GuardrailSettings
+from agent.core.guardrails import (
     POLICIES,
     Admission,
     Member,
@@ -30,8 +30,8 @@ from agent.guardrails import (
     history_need,
     select_history,
 )
-from agent.results import Status
-from agent.state import CheckState, Thresholds, advance
+from agent.core.state import CheckState, Thresholds, advance
+from agent.kernel.results import Status
 
 CHECKS = ("a", "b", "c")
 TARGET = {"a": "container web", "b": "container web", "c": "container db"}  # two checks share a target

@@ -1,4 +1,4 @@
-"""Guardrail policies (``agent.guardrails``), maintenance windows and their config: pure, fake clock.
+"""Guardrail policies (``agent.core.guardrails``), maintenance windows and their config: pure, fake clock.
 
 Every policy is shown allowing and blocking with the sentence a person reads; the
 decision order is pinned; settings errors are checked through ``parse_config`` with
@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import parse_config
-from agent.config_sections import GuardrailSettings, MaintenanceWindow
-from agent.errors import ConfigError
-from agent.guardrails import (
+from agent.config.model import parse_config
+from agent.config.sections import GuardrailSettings, MaintenanceWindow
+from agent.config.windows import active_windows, covering, last_start, validate_cron
+from agent.core.guardrails import (
     POLICIES,
     Admission,
     Decision,
@@ -36,10 +36,10 @@ from agent.guardrails import (
     members_of,
     select_history,
 )
+from agent.core.state import CheckState, Health
+from agent.kernel.errors import ConfigError
+from agent.kernel.results import Status
 from agent.registry import spec_model
-from agent.results import Status
-from agent.schedule_windows import active_windows, covering, last_start, validate_cron
-from agent.state import CheckState, Health
 from remediations.base import Target
 
 T0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC).timestamp()  # a Wednesday

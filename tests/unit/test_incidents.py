@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.incident_report import ReportData, gather, render
-from agent.incidents import Incidents, dedup_key, due, next_business_day, response_deadline
+from agent.cli.report import ReportData, gather, render
+from agent.config.model import Config, parse_config
+from agent.core.state import Health, Transition
+from agent.kernel.results import Result, Status
 from agent.notify.templates import Notice
-from agent.results import Result, Status
-from agent.state import Health, Transition
-from agent.store import Store
+from agent.runtime.incidents import Incidents, dedup_key, due, next_business_day, response_deadline
+from agent.store.sqlite import Store
 
 SECRET = "s3cr3t-bearer-value"
 HOUR = 3600.0
@@ -238,7 +238,7 @@ def test_report_from_the_store_masks_secrets() -> None:
 
 @pytest.mark.parametrize("bad", ["{response_times: {SEV-9: 1m}}", "{reminder_interval: 0s}", "{timezone: Mars/Base}"])
 def test_bad_incident_settings_are_config_errors(bad: str) -> None:
-    from agent.errors import ConfigError
+    from agent.kernel.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"incidents\."):
         _config(extra=f"incidents: {bad}")

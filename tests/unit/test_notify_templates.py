@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.config_sections import NOTICE_KINDS, NoticeKind
-from agent.errors import ConfigError
+from agent.config.model import Config, parse_config
+from agent.config.sections import NOTICE_KINDS, NoticeKind
+from agent.kernel.errors import ConfigError
 from agent.notify import Notice
 from agent.notify.channels import pagerduty_dedup_key, pagerduty_event, sign, slack_escape
-from agent.notify.outbox import Outbox, RetryPolicy
 from agent.notify.templates import (
     CONTEXT_KEYS,
     SEVERITY_MATRIX,
@@ -35,7 +34,8 @@ from agent.notify.templates import (
     sample_notice,
     template_problem,
 )
-from agent.store import Store
+from agent.runtime.outbox import Outbox, RetryPolicy
+from agent.store.sqlite import Store
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
@@ -380,7 +380,7 @@ def test_channel_secrets_are_masked_everywhere() -> None:
 def test_config_without_templates_does_not_import_jinja2(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import sys
-        from agent.config import parse_config
+        from agent.config.model import parse_config
         parse_config("checks: []\\nnotifications:\\n  channels:\\n    - {name: ops, type: log}\\n")
         print(sorted(m for m in ("jinja2", "aiohttp", "tenacity") if m in sys.modules))
     """)

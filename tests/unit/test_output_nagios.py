@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent.output_nagios import MAX_NAMED, label, number, perfdata, results_nagios, status_line, unknown_line
-from agent.redact import Redactor
-from agent.results import Result, Status
+from agent.cli.nagios import MAX_NAMED, label, number, perfdata, results_nagios, status_line, unknown_line
+from agent.kernel.redact import Redactor
+from agent.kernel.results import Result, Status
 
 #: One perfdata item as the Nagios plugin guidelines define it: 'label'=value[UOM];[warn];[crit];[min];[max]
 PERF_ITEM = re.compile(r"^('(?:[^']|'')+'|[^ '=]+)=-?\d+(?:\.\d+)?(?:s|%|B|c)?(?:;[^; ]*){0,4}$")

@@ -1,10 +1,10 @@
-"""Retry and hedge pacing (``agent.pacing``): pure functions over numbers."""
+"""Retry and hedge pacing (``agent.core.pacing``): pure functions over numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.pacing import HEDGE_LATENCY_FACTOR, HEDGE_MIN_DELAY, RecentLatency, another_run_helps, hedge_delay
+from agent.core.pacing import HEDGE_LATENCY_FACTOR, HEDGE_MIN_DELAY, RecentLatency, another_run_helps, hedge_delay
 
 
 def test_recent_latency_keeps_the_last_runs_and_reports_the_slowest() -> None:

@@ -18,9 +18,9 @@ import urllib3
 from docker.errors import APIError, DockerException
 from pydantic import ValidationError
 
-from agent.conditions import evaluate
-from agent.config import parse_config
-from agent.errors import ConfigError, DependencyUnavailableError
+from agent.config.model import parse_config
+from agent.kernel.conditions import evaluate
+from agent.kernel.errors import ConfigError, DependencyUnavailableError
 from checks.container import (
     ContainerSpec,
     DockerHandle,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.conditions import evaluate
-from agent.config import parse_config
-from agent.errors import AgentSideError, TargetError
+from agent.config.model import parse_config
+from agent.kernel.conditions import evaluate
+from agent.kernel.errors import AgentSideError, TargetError
 from checks.disk import DiskSpec, statvfs_error, usage
 
 

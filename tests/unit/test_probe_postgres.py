@@ -15,8 +15,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
-from agent.config import parse_config
-from agent.errors import (
+from agent.config.model import parse_config
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     ConfigError,

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
-from agent.conditions import evaluate
-from agent.config import parse_config
-from agent.errors import (
+from agent.config.model import parse_config
+from agent.kernel.conditions import evaluate
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     DependencyUnavailableError,

@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 from redis import exceptions as rx
 
-from agent.config import parse_config
-from agent.errors import (
+from agent.config.model import parse_config
+from agent.kernel.errors import (
     AgentSideError,
     AuthError,
     ConfigError,

@@ -12,9 +12,9 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from agent.conditions import evaluate
-from agent.config import parse_config
-from agent.errors import ProtocolError, TLSError
+from agent.config.model import parse_config
+from agent.kernel.conditions import evaluate
+from agent.kernel.errors import ProtocolError, TLSError
 from checks.tls import TlsCheckSpec, describe, verification_failure
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)

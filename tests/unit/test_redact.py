@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from agent.config import parse_config
-from agent.redact import MASK, Redactor, collect_secrets, redact_dsn, redact_headers, redact_url
+from agent.config.model import parse_config
+from agent.kernel.redact import MASK, Redactor, collect_secrets, redact_dsn, redact_headers, redact_url
 
 
 @pytest.mark.parametrize(

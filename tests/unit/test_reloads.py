@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.errors import ConfigError
+from agent.config.model import Config, parse_config
+from agent.core.reloads import Named, named, summary
+from agent.kernel.errors import ConfigError
 from agent.notify.channels import HttpPoster, build_channels
-from agent.notify.outbox import Dispatcher, default_lease, removed_error
-from agent.reloads import Named, named, summary
-from agent.store import Store
+from agent.runtime.outbox import Dispatcher, default_lease, removed_error
+from agent.store.sqlite import Store
 
 SECRET = "S3cr3tT0ken0123456789"
 

@@ -1,4 +1,4 @@
-"""Runbook matching and the step ladder (``agent.runbooks``): pure, with explicit times."""
+"""Runbook matching and the step ladder (``agent.core.runbooks``): pure, with explicit times."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.config import Runbook
-from agent.registry import spec_model
-from agent.results import Status
-from agent.runbooks import (
+from agent.config.model import Runbook
+from agent.core.runbooks import (
     Escalate,
     LadderPosition,
     StepChoice,
@@ -21,7 +19,9 @@ from agent.runbooks import (
     start,
     took_step,
 )
-from agent.state import CheckState, Health
+from agent.core.state import CheckState, Health
+from agent.kernel.results import Status
+from agent.registry import spec_model
 from checks.base import CheckSpec
 
 T0 = 1_800_000_000.0

@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from agent import errors
-from agent.redact import Redactor
-from agent.results import Result, Status
-from agent.runner import ProbeRunner, run_once, select
+from agent.kernel import errors
+from agent.kernel.redact import Redactor
+from agent.kernel.results import Result, Status
+from agent.runtime.runner import ProbeRunner, run_once, select
 from checks.base import CheckSpec, Probe, Resources
 
 

@@ -1,4 +1,4 @@
-"""The scheduler (``agent.scheduler``) on a real asyncio loop with short intervals.
+"""The scheduler (``agent.runtime.scheduler``) on a real asyncio loop with short intervals.
 
 The probe is a fake ``run(name)`` that records when it started and ended and can be
 made slow. Bounds are loose enough for a loaded two-core machine and tight enough that
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.scheduler import Scheduler
+from agent.runtime.scheduler import Scheduler
 
 
 @dataclass

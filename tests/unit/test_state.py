@@ -1,4 +1,4 @@
-"""The health state machine (``agent.state``): pure, driven with explicit times."""
+"""The health state machine (``agent.core.state``): pure, driven with explicit times."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.results import Status
-from agent.state import CheckState, Health, Thresholds, Transition, advance
+from agent.core.state import CheckState, Health, Thresholds, Transition, advance
+from agent.kernel.results import Status
 
 OK, WARN, CRIT, UNK = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 T = Thresholds(failure_threshold=3, success_threshold=2, flap_window=600.0, flap_threshold=6)

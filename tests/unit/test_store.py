@@ -1,4 +1,4 @@
-"""The SQLite store (``agent.store``): a real database file in ``tmp_path``."""
+"""The SQLite store (``agent.store.sqlite``): a real database file in ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import StoreError
-from agent.results import ConditionOutcome, Result, Status
-from agent.state import Health, Thresholds
-from agent.store import MIGRATIONS, Retention, Store
+from agent.core.state import Health, Thresholds
+from agent.kernel.errors import StoreError
+from agent.kernel.results import ConditionOutcome, Result, Status
+from agent.store.sqlite import MIGRATIONS, Retention, Store
 
 T = Thresholds(failure_threshold=3, success_threshold=2, flap_threshold=10_000)
 TABLES = {"results", "check_state", "operator_stops", "journal", "incidents", "silences",

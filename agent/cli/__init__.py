@@ -1,0 +1,2 @@
+"""Floor 8: the click commands and their text output.
+"""

@@ -1,0 +1,3 @@
+"""Floor 6, the drivers: everything that awaits (runner, scheduler, executor, remedy,
+incidents, outbox, evidence, Docker events).
+"""

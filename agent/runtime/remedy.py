@@ -1,0 +1,409 @@
+"""The brain: from a failing check to a runbook step that is allowed, done once, and verified.
+
+For a check that is DOWN (its failures passed ``failure_threshold``), on each CRITICAL
+result while no action runs on its target::
+
+    runbooks.match()            which runbook handles this failure (none: nothing to do)
+    runbooks.next_step()        which rung of its ladder is next (or escalate)
+    executor.prepare()          inspect the target and plan (read only)
+    guardrails.admit()          every policy's verdict, with reasons
+    executor.execute()          journal intent -> apply (or record, if dry-run) -> verify -> journal outcome
+
+A blocked decision is journaled too (``paramedic history`` shows why nothing happened),
+but only when its reasons change, so a check that stays DOWN behind a cooldown does not
+fill the journal with one line per probe. ``plan_only`` is the audit: everything up to
+and including the guardrails, nothing written, nothing changed.
+
+Ladder positions are kept in the store (flags), so a restarted agent continues where it
+was; the journal (also in the store) is what budgets, cooldowns and backoff count, and its
+open intents are what other processes see as running, so ``paramedic run`` and
+``paramedic check --remediate`` share all of it. A step whose plan refuses moves the ladder
+on, like a failed verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config.model import Config, Runbook
+from agent.config.sections import GuardrailSettings
+from agent.config.windows import active_windows
+from agent.core import guardrails, runbooks
+from agent.core.state import CheckState, Health
+from agent.kernel.logs import LOGGER
+from agent.kernel.results import Result, Status
+from agent.runtime.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared
+from agent.runtime.remedy_events import NO_EVENTS, RemedyEvents
+from agent.store.sqlite import Store
+from checks.base import CheckSpec
+from remediations.base import Verification, resolve_target, verify
+
+PAUSE_FLAG = "pause"
+APPROVAL_FLAG = "approval:"
+#: How long an action interrupted by a crash counts as still running (one per target).
+INTERRUPTED_GRACE = 120.0
+RESET_FLAG = "reset:"  # + target key: when the target's counters last reset (a healthy period)
+LADDER_FLAG = "ladder:"  # + runbook \x1f target: where that pair stands on the runbook's ladder
+CheckRunner = Callable[[str], Awaitable[Result]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the agent would do about one failing check, and whether it may (audit's row)."""
+
+    check: str
+    status: Status
+    runbook: Runbook | None
+    choice: runbooks.StepChoice | runbooks.Escalate | None
+    prepared: Prepared | None
+    admission: guardrails.Admission | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape for ``paramedic audit --output json``."""
+        choice: dict[str, Any] | None = None
+        if isinstance(self.choice, runbooks.StepChoice):
+            choice = {"step": self.choice.number, "action": self.choice.step.action, "reason": self.choice.reason}
+        elif isinstance(self.choice, runbooks.Escalate):
+            choice = {"escalate": self.choice.reason}
+        return {
+            "check": self.check, "status": self.status.name,
+            "runbook": self.runbook.name if self.runbook else None,
+            "severity": self.runbook.severity if self.runbook else None,
+            "choice": choice,
+            "target": self.prepared.target.key if self.prepared else None,
+            "plan": self.prepared.plan.as_dict() if self.prepared else None,
+            "admission": self.admission.as_dict() if self.admission else None,
+        }
+
+
+class Remedy:
+    """Applies runbooks to DOWN checks inside the guardrails. One per agent process."""
+
+    #: Told of each action, block, approval request and escalation (the daemon sets the incident layer).
+    events: RemedyEvents = NO_EVENTS
+
+    def __init__(self, config: Config, store: Store, executor: Executor, run_check: CheckRunner,
+                 dry_run: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.run_check = run_check
+        self.dry_run = dry_run
+        self.clock = clock
+        self._ladders: dict[tuple[str, str], runbooks.LadderPosition] = {}
+        self._last_verified: dict[tuple[str, str], bool | None] = {}
+        self._running: dict[str, guardrails.RunningAction] = {}
+        self._last_blocked: dict[tuple[str, str], str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._busy: set[str] = set()  # targets with a decision or action in progress in this process
+        self._held: dict[str, int] = {}  # check -> steps being applied to its target right now
+        self._load_ladders()
+
+    # ------------------------------------------------------------------ ladder positions (persisted)
+
+    def _load_ladders(self) -> None:
+        """Ladder positions survive restarts: a restarted agent does not go back to step 1, nor
+        escalate a target it already gave up on again."""
+        for value in self.store.flags(LADDER_FLAG).values():
+            if not isinstance(value, dict):
+                continue
+            fields = {k: value[k] for k in ("runbook", "target", "next_step", "attempts", "last_step_at", "exhausted")
+                      if k in value}
+            try:
+                position = runbooks.LadderPosition(**fields)
+            except TypeError:
+                continue
+            key = (position.runbook, position.target)
+            self._ladders[key] = position
+            self._last_verified[key] = value.get("last_verified")
+
+    def _set_ladder(self, key: tuple[str, str], position: runbooks.LadderPosition) -> None:
+        self._ladders[key] = position
+        doc = {"runbook": position.runbook, "target": position.target, "next_step": position.next_step,
+               "attempts": position.attempts, "last_step_at": position.last_step_at,
+               "exhausted": position.exhausted, "last_verified": self._last_verified.get(key)}
+        self.store.set_flag(f"{LADDER_FLAG}{key[0]}\x1f{key[1]}", doc)
+
+    # ------------------------------------------------------------------ config reloads
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its runbooks, guardrails, maintenance windows and checks decide from
+        the next decision on.
+
+        What the engine keeps is in the store and stays: ladder positions (by runbook name and
+        target: a runbook that keeps its name keeps its place, bounded by its new steps), the
+        journal that budgets, cooldowns and backoff count, approvals, the pause switch. A
+        decision already past its guardrails, and an action in flight, finish with the runbook
+        step they started with (its verification re-runs the check as long as it exists).
+        """
+        self.config = config
+        self.executor.redactor = config.redactor  # the journal is masked with the new secrets too
+
+    # ------------------------------------------------------------------ the daemon's entry points
+
+    def on_result(self, result: Result, state: CheckState | None) -> None:
+        """Called for each stored result: start a remediation task when one is due."""
+        if state is None:
+            return
+        if state.visible is Health.OK:
+            self._maybe_reset(result.name, state)
+            return
+        if state.health is not Health.DOWN or result.status is not Status.CRITICAL:
+            return
+        task = asyncio.create_task(self.handle(result, state), name=f"remedy:{result.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for remediations in flight (SIGTERM: let them finish, nothing half-done)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def holds(self, check: str) -> bool:
+        """Whether a runbook step is being applied to ``check``'s target right now (hold its probes)."""
+        return self._held.get(check, 0) > 0
+
+    @contextlib.contextmanager
+    def _holding(self, prepared: Prepared) -> Iterator[None]:
+        """Hold the probes of every check of this step's target while the step is applied: the
+        check that asked, its runbook's named checks, and container checks of the same target."""
+        held = {prepared.check.name} | self._checks_of(prepared.runbook.name)
+        held |= {name for name, key in self._target_keys().items() if key == prepared.target.key}
+        for name in held:
+            self._held[name] = self._held.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            for name in held:
+                self._held[name] -= 1
+                if not self._held[name]:
+                    del self._held[name]
+
+    def _maybe_reset(self, check: str, state: CheckState) -> None:
+        """A check healthy for ``reset_after``: its ladders restart and its targets' counters reset."""
+        now = self.clock()
+        if not guardrails.counters_reset(state, now, self.config.guardrails):
+            return
+        healthy_for = self.config.guardrails.per_target.reset_after
+        for key, position in list(self._ladders.items()):
+            if check in self._checks_of(position.runbook):
+                fresh = runbooks.after_health(position, state, now, healthy_for)
+                if self.store.flag(RESET_FLAG + key[1]) is None or position != fresh:
+                    self.store.set_flag(RESET_FLAG + key[1], now)
+                if position != fresh:
+                    self._last_verified.pop(key, None)
+                    self._set_ladder(key, fresh)
+
+    def _checks_of(self, runbook: str) -> set[str]:
+        book = next((b for b in self.config.runbooks if b.name == runbook), None)
+        return set(book.match.checks) if book else set()
+
+    # ------------------------------------------------------------------ one decision
+
+    async def propose(self, result: Result, state: CheckState | None) -> Proposal:
+        """Everything up to the guardrails' verdict; reads only (this is the audit)."""
+        spec = self.config.check(result.name)
+        book = runbooks.match(self.config.runbooks, spec, result.status)
+        if book is None:
+            return Proposal(result.name, result.status, None, None, None, None)
+        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        key = (book.name, key_target)
+        position = self._ladders.get(key) or runbooks.start(book, key_target)
+        choice = runbooks.next_step(book, position, self._last_verified.get(key))
+        if isinstance(choice, runbooks.Escalate):
+            return Proposal(result.name, result.status, book, choice, None, None)
+        prepared = await self.executor.prepare(spec, book, choice.index)
+        situation = await asyncio.to_thread(self._situation, prepared, result, state)
+        return Proposal(result.name, result.status, book, choice, prepared,
+                        guardrails.admit(self._settings(), situation))
+
+    async def handle(self, result: Result, state: CheckState) -> Execution | None:
+        """Decide and, if allowed, act on one CRITICAL result of a DOWN check."""
+        try:
+            spec = self.config.check(result.name)
+        except KeyError:
+            return None  # a reload removed the check since this result
+        book = runbooks.match(self.config.runbooks, spec, result.status)
+        if book is None:
+            return None
+        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        if key_target in self._busy:
+            return None  # one decision at a time per target; this result changes nothing
+        self._busy.add(key_target)
+        try:
+            return await self._decide(book, key_target, result, state)
+        finally:
+            self._busy.discard(key_target)
+
+    async def _decide(self, book: Runbook, key_target: str, result: Result, state: CheckState) -> Execution | None:
+        proposal = await self.propose(result, state)
+        key = (book.name, key_target)
+        if isinstance(proposal.choice, runbooks.Escalate):
+            self._escalate_once(key, proposal.choice.reason, result)
+            return None
+        prepared, admission = proposal.prepared, proposal.admission
+        if prepared is None or admission is None:
+            return None
+        decisions = [d.as_dict() for d in admission.decisions]
+        if admission.request_approval:
+            request = self.executor.request_approval(prepared, decisions, admission.dry_run or self.dry_run)
+            LOGGER.error("APPROVAL NEEDED for runbook %s step %d on %s: %s — `paramedic approve %d` or "
+                         "`paramedic reject %d`", book.name, prepared.step_index + 1, key_target,
+                         prepared.plan.summary, request, request,
+                         extra={"runbook": book.name, "target": key_target, "approval_id": request})
+            self.events.approval_needed(prepared, request)
+            return None
+        if not admission.allowed:
+            self._record_block(key, prepared, admission, decisions)
+            return None
+        self._last_blocked.pop(key, None)
+        return await self._act(key, prepared, admission, decisions, proposal)
+
+    async def _act(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
+                   decisions: list[dict[str, Any]], proposal: Proposal) -> Execution:
+        step, check = prepared.step, prepared.check
+        target = prepared.target.key
+        self._running[target] = guardrails.RunningAction(target, step.action, self.clock())
+        try:
+            execution = await self.executor.execute(
+                prepared, decisions, dry_run=admission.dry_run or self.dry_run,
+                verify=lambda: self._verify(check, check.success_threshold, step.verify_for),
+                while_applying=self._holding(prepared),
+            )
+        finally:
+            self._running.pop(target, None)
+        choice = proposal.choice
+        assert isinstance(choice, runbooks.StepChoice)
+        position = self._ladders.get(key) or runbooks.start(prepared.runbook, key[1])
+        if execution.outcome in ("ok", "failed", "dry-run", "refused", "nothing"):
+            # A step whose plan refused (or had nothing to do) cannot help now: like a failed
+            # verification, the ladder moves on (or escalates) instead of re-planning it forever.
+            self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
+            self._set_ladder(key, runbooks.took_step(position, choice, self.clock()))
+        detail = f": {prepared.plan.summary}" if execution.outcome in ("refused", "nothing") else ""
+        LOGGER.warning("runbook %s step %d on %s: %s%s", prepared.runbook.name, choice.number, target,
+                       execution.outcome, detail,
+                       extra={"runbook": prepared.runbook.name, "target": target, "outcome": execution.outcome})
+        self.events.action(prepared, execution)
+        return execution
+
+    async def _verify(self, check: CheckSpec, success_threshold: int, deadline: float) -> Verification:
+        """Re-run ``check`` until it passes ``success_threshold`` times or ``deadline`` passes
+        (paced by the spec the step was prepared with); a check a reload removed fails it."""
+        try:
+            return await verify(lambda: self.run_check(check.name), success_threshold, deadline,
+                                interval_s=min(check.interval, 1.0))
+        except KeyError:  # the daemon no longer runs it (removed by a reload)
+            LOGGER.warning("check %s was removed from the config during its verification", check.name,
+                           extra={"check": check.name})
+            return Verification(False, 0, 0, 0.0, "UNKNOWN",
+                                f"check {check.name} was removed from the config during the verification")
+
+    def _record_block(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
+                      decisions: list[dict[str, Any]]) -> None:
+        reasons = "; ".join(f"{d.policy}" for d in admission.blocked)
+        if self._last_blocked.get(key) == reasons:
+            return  # same block as last time: already journaled
+        self._last_blocked[key] = reasons
+        self.executor.record_blocked(prepared, decisions, admission.dry_run or self.dry_run)
+        LOGGER.warning("runbook %s on %s blocked: %s", prepared.runbook.name, prepared.target.key, admission.reason)
+        self.events.blocked(prepared, admission)
+        if admission.escalate:
+            self._escalate_once(key, admission.reason, None)
+
+    def _escalate_once(self, key: tuple[str, str], reason: str, result: Result | None) -> None:
+        position = self._ladders.get(key)
+        if position is not None and position.exhausted:
+            return
+        base = position or runbooks.LadderPosition(key[0], key[1])
+        self._set_ladder(key, runbooks.escalated(base))
+        LOGGER.error("ESCALATE runbook %s on %s: %s", key[0], key[1], reason,
+                     extra={"runbook": key[0], "target": key[1], "escalation": reason})
+        self.events.escalated(key[0], key[1], reason)
+
+    # ------------------------------------------------------------------ the situation
+
+    def _situation(self, prepared: Prepared, result: Result, state: CheckState | None) -> guardrails.Situation:
+        """Everything the policies look at, read from the store and config (runs in a thread)."""
+        config = self.config  # one config throughout, even if a reload swaps it meanwhile
+        now = self.clock()
+        settings = self._settings(config)
+        spec, target = prepared.check, prepared.target
+        states = self.store.states()
+        health = state.visible if state is not None else Health.OK
+        reset_at = self.store.flag(RESET_FLAG + target.key)
+        need = guardrails.history_need(settings, now, reset_at if isinstance(reset_at, float | int) else None)
+        entries = {e["id"]: e for e in self.store.journal(limit=10_000, since=need.since_all)}
+        entries.update((e["id"], e) for e in self.store.journal(limit=10_000, target=target.key,
+                                                                 since=need.since_target))
+        history = tuple(
+            guardrails.PastAction(e["at"], e["target"], e["action"], e["outcome"] or "interrupted", e["dry_run"])
+            for e in sorted(entries.values(), key=lambda e: (e["at"], e["id"]))
+            if (e["outcome"] or "interrupted") in APPLIED_OUTCOMES | {"dry-run"}
+        )
+        running = dict(self._running)
+        for intent in self.store.open_intents():  # another process (cron --remediate, a second agent)
+            if now - intent["at"] < 3600 and intent["target"] not in running:
+                running[intent["target"]] = guardrails.RunningAction(intent["target"], intent["action"], intent["at"])
+        for entry in entries.values():
+            # an action interrupted by a crash may still be under way in Docker (a restart's stop
+            # timeout): treat it as running for a while, or a restarted agent would act again at once
+            if entry["outcome"] == "interrupted" and now - entry["at"] < INTERRUPTED_GRACE:
+                running.setdefault(entry["target"], guardrails.RunningAction(entry["target"], entry["action"],
+                                                                             entry["at"]))
+        approval = self._approval(prepared)
+        pause = self.store.flag(PAUSE_FLAG)
+        deps = tuple(
+            guardrails.Dependency(name, states[name].visible if name in states else Health.OK)
+            for name in spec.depends_on
+        )
+        silences = tuple(guardrails.Silence(s["check"], s["until"], s["reason"], s["created_by"])
+                         for s in self.store.silences(now))
+        stops = self.store.operator_stops()
+        stopped = bool(target.container and target.container in stops)
+        return guardrails.Situation(
+            now=now, check=spec.name, status=result.status, health=health, action=prepared.step.action,
+            target=target.key, runbook=prepared.runbook.name, runbook_dry_run=prepared.runbook.dry_run,
+            step=prepared.step_index, needs_approval=prepared.step.needs_approval, check_tags=spec.tags,
+            groups=guardrails.check_groups(spec, target), history=history,
+            running=tuple(running.values()),
+            members=guardrails.members_of(config.checks, states, self._target_keys(config)),
+            operator_stopped=stopped, depends_on=deps, silences=silences,
+            maintenance=active_windows(config.maintenance, now),
+            paused=bool(pause), pause_reason=(pause or {}).get("reason", "") if isinstance(pause, dict) else "",
+            approval=approval[0], approval_requested_at=approval[1], approval_by=approval[2],
+        )
+
+    def _settings(self, config: Config | None = None) -> GuardrailSettings:
+        """The configured guardrails; with ``run --dry-run`` every decision is a dry-run one."""
+        settings = (config or self.config).guardrails
+        return settings.model_copy(update={"dry_run": True}) if self.dry_run else settings
+
+    def _target_keys(self, config: Config | None = None) -> dict[str, str]:
+        """Each container check's target key, so several checks of one container count once."""
+        from remediations.base import Params
+
+        return {c.name: resolve_target(Params(), c).key for c in (config or self.config).checks
+                if c.type == "container"}
+
+    def _approval(self, prepared: Prepared) -> tuple[guardrails.ApprovalStatus, float | None, str]:
+        """The live approval request for this step (newer than its last execution), if any."""
+        if not prepared.step.needs_approval:
+            return "none", None, ""
+        for entry in self.store.journal(limit=200, target=prepared.target.key):
+            if entry["runbook"] != prepared.runbook.name or entry["step"] != prepared.step_index:
+                continue
+            if entry["outcome"] == "blocked":
+                continue  # a decision while waiting: the request still stands
+            if entry["outcome"] != "pending-approval":
+                return "none", None, ""  # executed (or blocked) since the last request: ask again
+            decision = self.store.flag(f"{APPROVAL_FLAG}{entry['id']}")
+            if isinstance(decision, dict) and decision.get("status") in ("approved", "rejected"):
+                return decision["status"], entry["at"], str(decision.get("by", ""))
+            return "pending", entry["at"], ""
+        return "none", None, ""

@@ -1,0 +1,2 @@
+"""Floor 5: what survives a restart (results and state, journal, incidents, outbox, flags).
+"""
