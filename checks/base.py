@@ -10,27 +10,21 @@ failing (CRITICAL) or the agent cannot tell (UNKNOWN).
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agent.kernel.conditions import CompiledCondition, Severity, compile_condition
 from agent.kernel.durations import Duration, positive
+from agent.kernel.models import Frozen, Resources
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
     from pydantic.json_schema import JsonSchemaValue
     from pydantic_core import CoreSchema
-
-
-class Frozen(BaseModel):
-    """Base of every config model: unknown keys are errors, values never change after load."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ConditionSpec(Frozen):
@@ -145,40 +139,6 @@ class CheckSpec(Frozen):
 SpecT = TypeVar("SpecT", bound=CheckSpec)
 Observations = Mapping[str, Any]
 T = TypeVar("T")
-
-
-class Resources:
-    """Clients shared by all probes of one process, created on first use and closed once.
-
-    ``shared("docker", factory)`` returns the same object to every container check, so a
-    hundred container checks use one Docker connection pool. ``close`` runs each
-    registered closer (sync or async) at shutdown.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[str, Any] = {}
-        self._closers: list[Callable[[], Any]] = []
-
-    def shared(self, key: str, factory: Callable[[], T], closer: Callable[[T], Any] | None = None) -> T:
-        """Return the object stored under ``key``, creating it with ``factory`` the first time."""
-        if key not in self._items:
-            item = factory()
-            self._items[key] = item
-            if closer is not None:
-                self._closers.append(lambda: closer(item))
-        value: T = self._items[key]
-        return value
-
-    async def close(self) -> None:
-        """Close every shared client; errors are swallowed (we are shutting down)."""
-        closers, self._closers, self._items = self._closers, [], {}
-        for closer in reversed(closers):
-            try:
-                outcome = closer()
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception:  # noqa: S112 - best effort at shutdown
-                continue
 
 
 class Probe(ABC, Generic[SpecT]):

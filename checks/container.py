@@ -47,8 +47,9 @@ from pydantic import Field, field_validator, model_validator
 from agent.kernel.conditions import CompiledCondition, compile_condition
 from agent.kernel.durations import format_duration
 from agent.kernel.errors import AgentSideError, DependencyUnavailableError, TargetError
+from agent.kernel.models import Frozen
 from agent.kernel.redact import redact_url
-from checks.base import CheckSpec, Frozen, Probe
+from checks.base import CheckSpec, Probe
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

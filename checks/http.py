@@ -29,8 +29,9 @@ from pydantic import Field, field_validator
 
 from agent.kernel.conditions import CompiledCondition, compile_condition
 from agent.kernel.errors import ConnectionLostError, ProtocolError, TargetError, TLSError
+from agent.kernel.models import Resources
 from agent.kernel.redact import redact_url
-from checks.base import CheckSpec, Probe, Resources
+from checks.base import CheckSpec, Probe
 from checks.net import Connection, TlsSpec, connect, make_ssl_context
 
 _REDIRECTS = {301, 302, 303, 307, 308}

@@ -25,7 +25,7 @@ from agent.kernel.errors import (
     TargetError,
     TLSError,
 )
-from checks.base import Frozen
+from agent.kernel.models import Frozen
 
 
 class TlsSpec(Frozen):

@@ -59,8 +59,9 @@ from agent.kernel.errors import (
     TargetError,
     TLSError,
 )
+from agent.kernel.models import Frozen
 from agent.kernel.redact import MASK
-from checks.base import CheckSpec, Frozen, Probe
+from checks.base import CheckSpec, Probe
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

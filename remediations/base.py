@@ -33,8 +33,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
+from agent.kernel.models import Frozen, Resources
 from agent.kernel.results import Result, Status
-from checks.base import CheckSpec, Frozen, Resources
+from checks.base import CheckSpec
 
 
 class Params(Frozen):

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from agent.kernel.errors import DependencyUnavailableError
-from checks.base import Resources
+from agent.kernel.models import Resources
 from remediations.base import Target
 
 COMPOSE_PROJECT = "com.docker.compose.project"

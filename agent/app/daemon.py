@@ -43,11 +43,12 @@ from agent.core.pacing import BUSY_LATENESS, RecentLatency, another_run_helps, h
 from agent.core.state import CheckState, Health, Thresholds, Transition
 from agent.kernel.errors import ConfigError, StoreError
 from agent.kernel.logs import LOGGER, RedactingFilter
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, build_probe
 from agent.runtime.scheduler import Scheduler
 from agent.store.sqlite import Retention, Store
-from checks.base import CheckSpec, Probe, Resources
+from checks.base import CheckSpec, Probe
 
 #: Results kept in memory while the store cannot be written (100 s at 1,000 probes/s); older ones go.
 MAX_PENDING = 100_000

@@ -41,9 +41,9 @@ from agent.runtime.incidents import Incidents, cancel
 from agent.runtime.remedy_events import SafeEvents
 
 if TYPE_CHECKING:
+    from agent.kernel.models import Resources
     from agent.runtime.outbox import ChannelSetup, DeliveryReport
     from agent.store.sqlite import Store
-    from checks.base import Resources
 
 #: How often reminders and response-time escalations are looked for.
 TICK_INTERVAL = 15.0

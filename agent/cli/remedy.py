@@ -16,12 +16,12 @@ import click
 
 from agent.config.model import Config
 from agent.core.state import Health, Transition
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.runtime.executor import Execution, Executor
 from agent.runtime.remedy import Proposal, Remedy
 from agent.runtime.runner import run_once
 from agent.store.sqlite import Store
-from checks.base import Resources
 from remediations.base import ActionContext
 
 if TYPE_CHECKING:

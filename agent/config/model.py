@@ -32,9 +32,11 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_valid
 
 from agent.kernel.durations import Duration
 from agent.kernel.errors import ConfigError
+from agent.kernel.literals import SevLevel
+from agent.kernel.models import Frozen
 from agent.kernel.redact import Redactor, collect_secrets
 from agent.registry import ACTION_TYPES, UnknownTypeError, action_class, spec_model
-from checks.base import CheckSpec, ConditionSpec, Frozen, RetrySpec
+from checks.base import CheckSpec, ConditionSpec, RetrySpec
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "PARAMEDIC_CONFIG"
-SevLevel = Literal["SEV-1", "SEV-2", "SEV-3", "SEV-4"]
 
 
 class Defaults(Frozen):
@@ -480,12 +481,13 @@ def _validate_check(index: int, item: Any, defaults: dict[str, Any], problems: l
 def _validate_notifications(raw: Any, problems: list[str]) -> NotificationSettings | None:
     """The ``notifications:`` section, its channel names, and every custom template compiled and tried."""
     from agent.config import sections as config_sections
+    from agent.notify.specs import CHANNEL_TAG, EmailChannel
 
     try:
         settings = config_sections.NotificationSettings.model_validate({} if raw is None else raw)
     except ValidationError as exc:
         # a channel's errors read notifications.channels[1].url, not ...channels[1].webhook.url
-        problems.extend(config_sections.CHANNEL_TAG.sub(r"\1", p) for p in _pydantic_problems(exc, ("notifications",)))
+        problems.extend(CHANNEL_TAG.sub(r"\1", p) for p in _pydantic_problems(exc, ("notifications",)))
         return None
     before = len(problems)
     seen: dict[str, int] = {}
@@ -494,7 +496,7 @@ def _validate_notifications(raw: Any, problems: list[str]) -> NotificationSettin
             problems.append(f"notifications.channels[{index}].name: duplicate channel name {spec.name!r}"
                             f" (also notifications.channels[{seen[spec.name]}])")
         seen.setdefault(spec.name, index)
-        subject = spec.subject if isinstance(spec, config_sections.EmailChannel) else None
+        subject = spec.subject if isinstance(spec, EmailChannel) else None
         if spec.templates or subject is not None:
             from agent.notify.templates import template_problems  # Jinja2 only when a template is set
 

@@ -43,17 +43,10 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from agent.config.sections import (
-    ChannelBase,
-    EmailChannel,
-    LogChannel,
-    NotificationSettings,
-    PagerDutyChannel,
-    SlackChannel,
-    WebhookChannel,
-)
+from agent.config.sections import NotificationSettings
 from agent.kernel.errors import ConfigError, ParamedicError
 from agent.kernel.redact import MASK, SENSITIVE_HEADERS
+from agent.notify.specs import ChannelBase, EmailChannel, LogChannel, PagerDutyChannel, SlackChannel, WebhookChannel
 from agent.notify.templates import Notice, Renderer, iso_time
 
 LOGGER = logging.getLogger("paramedic.notify")

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from agent.config.model import SevLevel
-from agent.config.sections import NOTICE_KINDS, SEV_LEVELS, NoticeKind
 from agent.kernel.durations import format_duration
+from agent.kernel.literals import NOTICE_KINDS, SEV_LEVELS, NoticeKind, SevLevel
 
 if TYPE_CHECKING:
     from jinja2 import Template

@@ -30,7 +30,8 @@ from typing import Any
 
 from agent.config.model import Config, Runbook
 from agent.config.sections import EvidenceSettings
-from checks.base import CheckSpec, Resources
+from agent.kernel.models import Resources
+from checks.base import CheckSpec
 from remediations.base import Target
 
 #: Containers of one target whose logs and state are collected (a compose service can have many).

@@ -35,11 +35,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from agent.config.model import Config, Runbook, SevLevel
-from agent.config.sections import NEXT_BUSINESS_DAY, IncidentSettings, NoticeKind
+from agent.config.model import Config, Runbook
+from agent.config.sections import NEXT_BUSINESS_DAY, IncidentSettings
 from agent.core import runbooks
 from agent.core.state import Health, Transition
 from agent.kernel.durations import format_duration
+from agent.kernel.literals import NoticeKind, SevLevel
 from agent.kernel.logs import LOGGER
 from agent.kernel.results import Result
 from agent.notify.templates import Notice

@@ -44,12 +44,13 @@ from typing import Any
 import aiohttp
 from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential, wait_random
 
-from agent.config.sections import ChannelBase, NotificationSettings, NotifyRetry
+from agent.config.sections import NotificationSettings
 from agent.core.reloads import named
 from agent.kernel.durations import format_duration
 from agent.kernel.errors import StoreError
 from agent.kernel.redact import Redactor
 from agent.notify.channels import LOGGER, Channel, DeliveryError, HttpPoster, build_channels
+from agent.notify.specs import ChannelBase, NotifyRetry
 from agent.notify.templates import Notice
 from agent.store.sqlite import OutboxRow, Store
 

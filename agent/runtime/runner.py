@@ -18,10 +18,11 @@ from typing import Any
 from agent.kernel.conditions import CompiledCondition, evaluate
 from agent.kernel.durations import format_duration
 from agent.kernel.errors import ProbeError, ProbeTimeoutError
+from agent.kernel.models import Resources
 from agent.kernel.redact import Redactor
 from agent.kernel.results import ConditionOutcome, Result, Status
 from agent.registry import probe_class
-from checks.base import CheckSpec, Probe, Resources
+from checks.base import CheckSpec, Probe
 
 _RETRYABLE = (Status.CRITICAL, Status.UNKNOWN)
 

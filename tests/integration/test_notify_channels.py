@@ -36,7 +36,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from agent.config.model import Config, parse_config
-from agent.config.sections import NoticeKind
+from agent.kernel.literals import NoticeKind
 from agent.notify import Notice
 from agent.runtime.outbox import Notifier
 from agent.store.sqlite import OutboxRow, Store

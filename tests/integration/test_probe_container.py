@@ -21,9 +21,9 @@ import pytest
 from docker.models.containers import Container
 
 from agent.config.model import parse_config
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, run_once
-from checks.base import Resources
 from checks.container import ContainerProbe, ContainerSpec
 from tests.support.docker import TEST_IMAGE, ContainerFactory
 from tests.support.waiting import wait_until

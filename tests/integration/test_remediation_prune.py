@@ -21,8 +21,8 @@ import pytest
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from agent.kernel.models import Resources
 from agent.store.sqlite import Store
-from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Plan, Target
 from remediations.prune import Prune, PruneParams
 from tests.support.docker import ContainerFactory

@@ -22,10 +22,11 @@ import pytest
 from docker.errors import NotFound
 
 from agent.config.model import parse_config
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.registry import probe_class
 from agent.runtime.runner import ProbeRunner
-from checks.base import CheckSpec, Resources
+from checks.base import CheckSpec
 from remediations.base import ActionContext, Plan, resolve_target, verify
 from remediations.recreate import Recreate, RecreateParams
 from tests.support.docker import ContainerFactory

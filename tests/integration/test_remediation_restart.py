@@ -20,10 +20,10 @@ import pytest
 from docker.models.containers import Container
 
 from agent.config.model import parse_config
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, build_probe
 from agent.store.sqlite import Store
-from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Remediation, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams
 from tests.support.docker import ContainerFactory

@@ -25,11 +25,12 @@ import pytest
 from docker.errors import APIError, NotFound
 
 from agent.config.model import parse_config
+from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.registry import probe_class
 from agent.runtime.runner import ProbeRunner
 from agent.store.sqlite import Store
-from checks.base import CheckSpec, Resources
+from checks.base import CheckSpec
 from remediations.base import ActionContext, Target, resolve_target, verify
 from remediations.clone import LABEL_ROLLBACK_FROM
 from remediations.rollback import Rollback, RollbackParams

@@ -41,9 +41,9 @@ from docker.models.services import Service
 from docker.types import ServiceMode
 
 from agent.config.model import parse_config
+from agent.kernel.models import Resources
 from agent.kernel.results import Result
 from agent.runtime.runner import ProbeRunner, build_probe
-from checks.base import Resources
 from remediations.base import ActionContext, Outcome, Plan, Target, verify
 from remediations.restart import Restart, RestartParams, Start, StartParams
 from remediations.swarm import (

@@ -14,7 +14,7 @@ import yaml
 
 from agent.config.model import parse_config
 from agent.config.schema import config_schema
-from agent.config.sections import CHANNEL_TYPES
+from agent.notify.specs import CHANNEL_TYPES
 from agent.kernel.errors import ConfigError
 from agent.registry import ACTION_TYPES, CHECK_TYPES
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from agent.config.model import Config, parse_config
-from agent.config.sections import NOTICE_KINDS, NoticeKind
 from agent.kernel.errors import ConfigError
+from agent.kernel.literals import NOTICE_KINDS, NoticeKind
 from agent.notify import Notice
 from agent.notify.channels import pagerduty_dedup_key, pagerduty_event, sign, slack_escape
 from agent.notify.templates import (

@@ -13,10 +13,11 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from agent.kernel import errors
+from agent.kernel.models import Resources
 from agent.kernel.redact import Redactor
 from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, run_once, select
-from checks.base import CheckSpec, Probe, Resources
+from checks.base import CheckSpec, Probe
 
 
 class FakeSpec(CheckSpec):
