@@ -40,10 +40,10 @@ from agent.app.metrics import Metrics
 from agent.config.model import Config, load_config
 from agent.core.deploys import image_records
 from agent.core.pacing import BUSY_LATENESS, RecentLatency, another_run_helps, hedge_delay
-from agent.core.state import CheckState, Health, Thresholds, Transition
+from agent.core.state import CheckState, Health, Transition
 from agent.kernel.errors import ConfigError, StoreError
 from agent.kernel.logs import LOGGER, RedactingFilter
-from agent.kernel.models import Resources
+from agent.kernel.models import Resources, Thresholds
 from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, build_probe
 from agent.runtime.scheduler import Scheduler

@@ -33,7 +33,7 @@ from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_valid
 from agent.kernel.durations import Duration
 from agent.kernel.errors import ConfigError
 from agent.kernel.literals import SevLevel
-from agent.kernel.models import Frozen
+from agent.kernel.models import Frozen, Thresholds
 from agent.kernel.redact import Redactor, collect_secrets
 from agent.registry import ACTION_TYPES, UnknownTypeError, action_class, spec_model
 from checks.base import CheckSpec, ConditionSpec, RetrySpec
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
     from agent.config.sections import GuardrailSettings, IncidentSettings, MaintenanceWindow, NotificationSettings
-    from agent.core.state import Thresholds
     from remediations.base import Params
 
 DEFAULT_CONFIG = "config.yaml"
@@ -233,7 +232,6 @@ class Config:
 
     def thresholds(self) -> dict[str, Thresholds]:
         """Per-check state-machine thresholds (failure/success counts and flapping)."""
-        from agent.core.state import Thresholds
         return {
             c.name: Thresholds(c.failure_threshold, c.success_threshold,
                                self.state.flap_window, self.state.flap_threshold)

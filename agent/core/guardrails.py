@@ -41,8 +41,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent.config.sections import GuardrailSettings
-from agent.config.windows import ActiveWindow
 from agent.core.state import CheckState, Health
+from agent.core.windows import ActiveWindow
 from agent.kernel.durations import format_duration
 from agent.kernel.results import Status
 

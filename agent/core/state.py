@@ -27,6 +27,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from agent.kernel.models import Thresholds
 from agent.kernel.results import Status
 
 
@@ -38,16 +39,6 @@ class Health(enum.StrEnum):
     DOWN = "DOWN"
     RECOVERING = "RECOVERING"
     FLAPPING = "FLAPPING"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """How many consecutive runs move a check down or back up, and what counts as flapping."""
-
-    failure_threshold: int = 3
-    success_threshold: int = 2
-    flap_window: float = 600.0
-    flap_threshold: int = 6
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -55,3 +56,13 @@ class Resources:
                     await outcome
             except Exception:  # noqa: S112 - best effort at shutdown
                 continue
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How many consecutive runs move a check down or back up, and what counts as flapping."""
+
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    flap_window: float = 600.0
+    flap_threshold: int = 6

@@ -35,15 +35,14 @@ import logging
 import smtplib
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from agent.config.sections import NotificationSettings
 from agent.kernel.errors import ConfigError, ParamedicError
 from agent.kernel.redact import MASK, SENSITIVE_HEADERS
 from agent.notify.specs import ChannelBase, EmailChannel, LogChannel, PagerDutyChannel, SlackChannel, WebhookChannel
@@ -493,7 +492,7 @@ def build_channel(spec: ChannelBase, http: HttpPoster, logger: logging.Logger = 
     raise TypeError(f"no channel implementation for {type(spec).__name__}")
 
 
-def build_channels(settings: NotificationSettings, http: HttpPoster,
+def build_channels(settings: HasChannels, http: HttpPoster,
                    logger: logging.Logger = LOGGER) -> dict[str, Channel[Any]]:
     """Every configured channel by name, all HTTP ones sharing ``http``.
 
@@ -511,6 +510,13 @@ def build_channels(settings: NotificationSettings, http: HttpPoster,
     if problems:
         raise ConfigError(problems, "notifications")
     return channels
+
+
+class HasChannels(Protocol):
+    """What :func:`build_channels` reads of the ``notifications:`` section."""
+
+    @property
+    def channels(self) -> Sequence[ChannelBase]: ...
 
 
 def setup_problem(index: int, spec: ChannelBase, exc: Exception) -> str:

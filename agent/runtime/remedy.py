@@ -32,9 +32,9 @@ from typing import Any
 
 from agent.config.model import Config, Runbook
 from agent.config.sections import GuardrailSettings
-from agent.config.windows import active_windows
 from agent.core import guardrails, runbooks
 from agent.core.state import CheckState, Health
+from agent.core.windows import active_windows
 from agent.kernel.logs import LOGGER
 from agent.kernel.results import Result, Status
 from agent.runtime.executor import APPLIED_OUTCOMES, Execution, Executor, Prepared

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.core.state import CheckState, Health, Thresholds, Transition, advance
+from agent.core.state import CheckState, Health, Transition, advance
 from agent.kernel.errors import StoreError
+from agent.kernel.models import Thresholds
 from agent.kernel.results import Result, Status
 
 MIGRATIONS: tuple[str, ...] = (

@@ -15,7 +15,7 @@ import pytest
 
 from agent.config.model import parse_config
 from agent.config.sections import GuardrailSettings, MaintenanceWindow
-from agent.config.windows import active_windows, covering, last_start, validate_cron
+from agent.config.windows import validate_cron
 from agent.core.guardrails import (
     POLICIES,
     Admission,
@@ -37,6 +37,7 @@ from agent.core.guardrails import (
     select_history,
 )
 from agent.core.state import CheckState, Health
+from agent.core.windows import active_windows, covering, last_start
 from agent.kernel.errors import ConfigError
 from agent.kernel.results import Status
 from agent.registry import spec_model
