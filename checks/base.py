@@ -150,6 +150,13 @@ class Probe(ABC, Generic[SpecT]):
     """
 
     spec_model: ClassVar[type[CheckSpec]]
+    #: What :meth:`evidence` collects, as the incident's timeline names it
+    #: (``"pg_stat_activity"``); None: this probe type has no evidence hook.
+    evidence_label: ClassVar[str | None] = None
+    #: ``"failing"``: collected for the failing check only; ``"every"``: for every check of
+    #: this type (a query's current value says something whatever failed), at most
+    #: ``incidents.evidence.prometheus_queries`` of them.
+    evidence_scope: ClassVar[Literal["failing", "every"]] = "failing"
 
     def __init__(self, spec: SpecT, resources: Resources | None = None) -> None:
         self.spec = spec
@@ -162,6 +169,16 @@ class Probe(ABC, Generic[SpecT]):
         Must honour cancellation: the engine cancels it when the check's timeout passes,
         and it must release sockets and threads when that happens.
         """
+
+    async def evidence(self, timeout: float) -> str:
+        """Read-only facts from the server this probe knows, for an incident opening.
+
+        A hook: probe types that set :attr:`evidence_label` implement it. The engine runs
+        it under ``timeout`` (also given here for the probe's own budget), passes the
+        output through the config's redactor and cuts it to size; an exception becomes
+        one line of evidence saying what could not be collected.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no evidence hook")
 
     async def close(self) -> None:
         """Release resources held across runs. Called once when the check is dropped."""

@@ -283,10 +283,28 @@ def connection_params(spec: PostgresSpec, dsn_params: Mapping[str, str]) -> dict
 
 # --------------------------------------------------------------------------- the probe
 
+#: Read by :meth:`evidence`, for an incident's timeline.
+PG_SUMMARY_SQL = (
+    "SELECT coalesce(state, '(background)') AS state, count(*) AS sessions,"
+    " count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,"
+    " round(coalesce(max(extract(epoch FROM now() - query_start)), 0)::numeric, 1) AS oldest_query_s"
+    " FROM pg_stat_activity WHERE pid <> pg_backend_pid() GROUP BY 1 ORDER BY 2 DESC"
+)
+PG_OLDEST_SQL = (
+    "SELECT pid, usename, datname, state, wait_event_type, wait_event,"
+    " round(extract(epoch FROM now() - query_start)::numeric, 1) AS running_s, left(query, 300) AS query"
+    " FROM pg_stat_activity WHERE state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()"
+    " ORDER BY query_start NULLS LAST LIMIT 5"
+)
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_SPACE = re.compile(r"\s+")
+
 
 class PostgresProbe(Probe[PostgresSpec]):
     """Connects afresh each run; nothing is kept between runs."""
 
+    evidence_label = "pg_stat_activity"
+    evidence_scope = "failing"
     spec_model = PostgresSpec
 
     async def observe(self) -> dict[str, Any]:
@@ -338,6 +356,37 @@ class PostgresProbe(Probe[PostgresSpec]):
         except psycopg.Error as exc:
             raise query_error(exc, what, spec, spec.secrets()) from None
         return out
+
+    async def evidence(self, timeout: float) -> str:
+        """Sessions per state, lock waits and the oldest queries (string literals masked), read only."""
+        spec = self.spec
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        dsn = conninfo_to_dict(spec.dsn.get_secret_value()) if spec.dsn is not None else {}
+        conninfo = make_conninfo("", **connection_params(spec, {k: str(v) for k, v in dsn.items()}))
+        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=None)
+        try:
+            cur = await conn.execute("SHOW max_connections")
+            row = await cur.fetchone()
+            limit = row[0] if row else "?"
+            cur = await conn.execute(PG_SUMMARY_SQL)
+            summary_rows = await cur.fetchall()
+            cur = await conn.execute(PG_OLDEST_SQL)
+            oldest = await cur.fetchall()
+        finally:
+            await conn.close()
+        total = sum(int(r[1]) for r in summary_rows)
+        lines = [f"sessions: {total} (max_connections {limit})",
+                 "state | sessions | waiting on locks | oldest query (s)"]
+        lines += [f"{r[0]} | {r[1]} | {r[2]} | {r[3]}" for r in summary_rows]
+        if oldest:
+            lines.append("oldest active queries (string literals masked):")
+            for pid, user, db, state, wtype, wevent, secs, query in oldest:
+                text = _SPACE.sub(" ", _SQL_LITERAL.sub("'?'", str(query or ""))).strip()
+                wait = f" waiting {wtype}/{wevent}" if wtype else ""
+                lines.append(f"pid {pid} {user}@{db} {state}{wait} {secs}s: {text[:200]}")
+        return "\n".join(lines)
 
 
 async def _abortable(conn: AsyncConnection[Any], work: Coroutine[Any, Any, T]) -> T:

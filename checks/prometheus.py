@@ -150,6 +150,8 @@ class _Client:
 class PrometheusProbe(Probe[PrometheusSpec]):
     """Runs the query through a client shared by every check on the same Prometheus."""
 
+    evidence_label = "prometheus query"
+    evidence_scope = "every"
     spec_model = PrometheusSpec
 
     async def observe(self) -> dict[str, Any]:
@@ -172,6 +174,26 @@ class PrometheusProbe(Probe[PrometheusSpec]):
         key = "prometheus:" + hashlib.sha256(identity.encode()).hexdigest()
         return self.resources.shared(key, lambda: _new_client(spec), lambda c: c.session.close())
 
+    async def evidence(self, timeout: float) -> str:
+        """The query's current value per series (at most 20 shown)."""
+        spec = self.spec
+        budget = query_budget(timeout)
+
+        def ask() -> Any:
+            client = _new_client(spec)
+            try:
+                return _query(client, spec, budget)
+            finally:
+                client.session.close()
+
+        samples = parse_result(await asyncio.to_thread(ask))
+        lines = [f"query: {spec.query}", f"{len(samples)} series"]
+        for labels, value in sorted(samples, key=lambda s: sorted(s[0].items()))[:20]:
+            label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            lines.append(f"{{{label_text}}} {value:g}")
+        if len(samples) > 20:
+            lines.append(f"({len(samples) - 20} more series not shown)")
+        return "\n".join(lines)
 
 def query_budget(timeout: float) -> float:
     """The time the query may take: a little less than the check's timeout.

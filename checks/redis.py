@@ -204,10 +204,20 @@ def connection_kwargs(spec: RedisSpec) -> dict[str, Any]:
             kwargs["ssl"] = True
     return kwargs
 
+#: Read by :meth:`evidence`, for an incident's timeline.
+REDIS_FIELDS = (
+    "redis_version", "role", "uptime_in_seconds", "connected_clients", "blocked_clients", "rejected_connections",
+    "used_memory_human", "maxmemory_human", "maxmemory_policy", "mem_fragmentation_ratio", "evicted_keys",
+    "expired_keys", "loading", "rdb_last_bgsave_status", "aof_enabled", "aof_last_write_status",
+    "connected_slaves", "master_link_status", "instantaneous_ops_per_sec",
+)
+
 
 class RedisProbe(Probe[RedisSpec]):
     """Opens a fresh connection per run; nothing is kept between runs."""
 
+    evidence_label = "redis INFO"
+    evidence_scope = "failing"
     spec_model = RedisSpec
 
     async def observe(self) -> dict[str, Any]:
@@ -245,6 +255,21 @@ class RedisProbe(Probe[RedisSpec]):
         out.update(info_observations(info, spec.info_fields))
         return out
 
+    async def evidence(self, timeout: float) -> str:
+        """The INFO fields an on-call engineer reads first (clients, memory, persistence, replication)."""
+        spec = self.spec
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        kwargs = connection_kwargs(spec) | {"retry": Retry(NoBackoff(), 0)}
+        url = spec.url.get_secret_value() if spec.url is not None else None
+        client = Redis.from_url(url, **kwargs) if url is not None else Redis(**kwargs)
+        try:
+            info = await client.info()
+        finally:
+            await client.aclose()
+        return "\n".join(f"{name}: {info[name]}" for name in REDIS_FIELDS if name in info) or "(INFO was empty)"
 
 def info_observations(info: Mapping[str, Any], fields: Iterable[str] = ()) -> dict[str, Any]:
     """The built-in observations from a parsed INFO reply, plus ``info`` for ``fields``."""

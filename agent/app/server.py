@@ -14,20 +14,44 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from agent.app.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
+    from agent.config.model import Config
+    from agent.store.sqlite import Store
+
+
+class _Rendering(Protocol):
+    async def render_async(self) -> bytes: ...
+
+
+class DaemonView(Protocol):
+    """The narrow view of the daemon the endpoint serves: read-only, nothing it could change."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store | None: ...
+
+    @property
+    def metrics(self) -> _Rendering: ...
+
+    def healthy(self) -> tuple[bool, str]:
+        """Whether the agent itself works, and why not."""
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every check's state and last result, as JSON-ready dicts."""
 
 
 class StatusServer:
-    """Serves a running :class:`~agent.app.daemon.Daemon`."""
+    """Serves a running daemon through :class:`DaemonView`."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.app = web.Application()
         self.app.add_routes([

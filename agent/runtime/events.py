@@ -77,7 +77,8 @@ from agent.kernel.logs import LOGGER
 from agent.kernel.results import Result, Status
 
 if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
+    from agent.config.model import Config
+    from agent.store.sqlite import Store
 
 RELEVANT = frozenset({"die", "oom", "health_status", "stop", "kill", "start", "restart"})
 #: Seconds within which a ``die`` confirms a preceding ``kill`` as an operator kill
@@ -296,6 +297,38 @@ class Backoff:
 # --------------------------------------------------------------------------- the driver
 
 
+class _Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Counter(Protocol):
+    def labels(self, *values: str) -> _Count: ...
+
+
+class _EventMetrics(Protocol):
+    @property
+    def docker_events(self) -> _Counter: ...
+
+
+class EventSink(Protocol):
+    """What the listener needs of the daemon: the live config, a store, a way in for results."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store | None: ...
+
+    @property
+    def metrics(self) -> _EventMetrics: ...
+
+    def submit(self, result: Result) -> None:
+        """Feed a result into the pipe as if a probe had produced it."""
+
+    def trigger(self, name: str, reason: str) -> None:
+        """Run the check called ``name`` now."""
+
+
 class DockerEventListener:
     """Reads Docker events in a daemon thread and acts on them on the daemon's loop.
 
@@ -306,7 +339,7 @@ class DockerEventListener:
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: EventSink,
         client_factory: ClientFactory = connect,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
@@ -350,7 +383,7 @@ class DockerEventListener:
             await asyncio.wait(set(self._writes), timeout=self._join_timeout)
         self._writer.shutdown(wait=False)
 
-    def update(self, daemon: Daemon) -> None:
+    def update(self, daemon: EventSink) -> None:
         """After a config reload: new checks to serve; reconnect if the Docker host changed."""
         host = first_host(daemon.config.checks)
         self._specs = watched(daemon.config.checks, host)

@@ -9,6 +9,11 @@ pg_stat_activity     for a ``postgres`` check: sessions per state, lock waits, t
 redis INFO           for a ``redis`` check: clients, memory, persistence, replication fields
 prometheus           the current value of every ``prometheus`` check's query (at most
                      ``evidence.prometheus_queries`` of them; the failing check's first)
+
+The server collectors are the probes' own :meth:`~checks.base.Probe.evidence` hook (the
+probe knows how to reach its server): ``evidence_label`` names what it collects and
+``evidence_scope`` says whether it is collected for the failing check or for every check
+of its type; the engine never asks which type a check is.
 ===================  ==========================================================================
 
 Rules: a collector never raises (a failure becomes one line of evidence saying what could
@@ -23,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,34 +35,12 @@ from typing import Any
 from agent.config.model import Config, Runbook
 from agent.config.sections import EvidenceSettings
 from agent.kernel.models import Resources
-from checks.base import CheckSpec
+from agent.registry import UnknownTypeError, probe_class
+from checks.base import CheckSpec, Probe
 from remediations.base import Target
 
 #: Containers of one target whose logs and state are collected (a compose service can have many).
 MAX_CONTAINERS = 3
-
-REDIS_FIELDS = (
-    "redis_version", "role", "uptime_in_seconds", "connected_clients", "blocked_clients", "rejected_connections",
-    "used_memory_human", "maxmemory_human", "maxmemory_policy", "mem_fragmentation_ratio", "evicted_keys",
-    "expired_keys", "loading", "rdb_last_bgsave_status", "aof_enabled", "aof_last_write_status",
-    "connected_slaves", "master_link_status", "instantaneous_ops_per_sec",
-)
-
-PG_SUMMARY_SQL = (
-    "SELECT coalesce(state, '(background)') AS state, count(*) AS sessions,"
-    " count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,"
-    " round(coalesce(max(extract(epoch FROM now() - query_start)), 0)::numeric, 1) AS oldest_query_s"
-    " FROM pg_stat_activity WHERE pid <> pg_backend_pid() GROUP BY 1 ORDER BY 2 DESC"
-)
-PG_OLDEST_SQL = (
-    "SELECT pid, usename, datname, state, wait_event_type, wait_event,"
-    " round(extract(epoch FROM now() - query_start)::numeric, 1) AS running_s, left(query, 300) AS query"
-    " FROM pg_stat_activity WHERE state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()"
-    " ORDER BY query_start NULLS LAST LIMIT 5"
-)
-_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'")
-_SPACE = re.compile(r"\s+")
-
 
 @dataclass(frozen=True)
 class Evidence:
@@ -112,14 +94,15 @@ class EvidenceCollector:
         if target is not None and target.is_docker and not target.swarm_service:
             jobs.append((f"container logs and state of {target.describe()}",
                          lambda: self._containers(target), "tail"))
-        if check is not None and check.type == "postgres":
-            jobs.append((f"pg_stat_activity of {check.name}", lambda: self._postgres(check), "head"))
-        if check is not None and check.type == "redis":
-            jobs.append((f"redis INFO of {check.name}", lambda: self._redis(check), "head"))
-        proms = [c for c in self.config.checks if c.type == "prometheus"]
-        proms.sort(key=lambda c: c.name != (check.name if check else None))
-        for spec in proms[: self.settings.prometheus_queries]:
-            jobs.append((f"prometheus query of {spec.name}", lambda s=spec: self._prometheus(s), "head"))  # type: ignore[misc]
+        hook = _probe_class(check) if check is not None else None
+        if check is not None and hook is not None and hook.evidence_label and hook.evidence_scope == "failing":
+            jobs.append((f"{hook.evidence_label} of {check.name}", lambda: self._hook(check), "head"))
+        every = [c for c in self.config.checks
+                 if (cls := _probe_class(c)) is not None and cls.evidence_label and cls.evidence_scope == "every"]
+        every.sort(key=lambda c: c.name != (check.name if check else None))
+        for spec in every[: self.settings.prometheus_queries]:
+            label = probe_class(spec.type).evidence_label
+            jobs.append((f"{label} of {spec.name}", lambda s=spec: self._hook(s), "head"))  # type: ignore[misc]
         return list(await asyncio.gather(*(self._run(name, job, keep) for name, job, keep in jobs)))
 
     async def _run(self, name: str, job: Callable[[], Awaitable[str]], keep: str) -> Evidence:
@@ -175,76 +158,19 @@ class EvidenceCollector:
         return (f"container {container.name}: docker inspect State\n{json.dumps(facts, indent=2, default=str)}\n"
                 f"last {lines} log line(s):\n{logs.rstrip() or '(no output)'}")
 
-    # ------------------------------------------------------------------ PostgreSQL
+    # ------------------------------------------------------------------ probes' own evidence
 
-    async def _postgres(self, spec: Any) -> str:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        from checks.postgres import connection_params
-
-        dsn = conninfo_to_dict(spec.dsn.get_secret_value()) if spec.dsn is not None else {}
-        conninfo = make_conninfo("", **connection_params(spec, {k: str(v) for k, v in dsn.items()}))
-        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=None)
+    async def _hook(self, spec: CheckSpec) -> str:
+        """The probe's :meth:`~checks.base.Probe.evidence` hook, with a probe made for the occasion."""
+        probe = probe_class(spec.type)(spec, self.resources or Resources())
         try:
-            cur = await conn.execute("SHOW max_connections")
-            row = await cur.fetchone()
-            limit = row[0] if row else "?"
-            cur = await conn.execute(PG_SUMMARY_SQL)
-            summary_rows = await cur.fetchall()
-            cur = await conn.execute(PG_OLDEST_SQL)
-            oldest = await cur.fetchall()
+            return await probe.evidence(self.settings.timeout)
         finally:
-            await conn.close()
-        total = sum(int(r[1]) for r in summary_rows)
-        lines = [f"sessions: {total} (max_connections {limit})",
-                 "state | sessions | waiting on locks | oldest query (s)"]
-        lines += [f"{r[0]} | {r[1]} | {r[2]} | {r[3]}" for r in summary_rows]
-        if oldest:
-            lines.append("oldest active queries (string literals masked):")
-            for pid, user, db, state, wtype, wevent, secs, query in oldest:
-                text = _SPACE.sub(" ", _SQL_LITERAL.sub("'?'", str(query or ""))).strip()
-                wait = f" waiting {wtype}/{wevent}" if wtype else ""
-                lines.append(f"pid {pid} {user}@{db} {state}{wait} {secs}s: {text[:200]}")
-        return "\n".join(lines)
+            await probe.close()
 
-    # ------------------------------------------------------------------ Redis
 
-    async def _redis(self, spec: Any) -> str:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        from checks.redis import connection_kwargs
-
-        kwargs = connection_kwargs(spec) | {"retry": Retry(NoBackoff(), 0)}
-        url = spec.url.get_secret_value() if spec.url is not None else None
-        client = Redis.from_url(url, **kwargs) if url is not None else Redis(**kwargs)
-        try:
-            info = await client.info()
-        finally:
-            await client.aclose()
-        return "\n".join(f"{name}: {info[name]}" for name in REDIS_FIELDS if name in info) or "(INFO was empty)"
-
-    # ------------------------------------------------------------------ Prometheus
-
-    async def _prometheus(self, spec: Any) -> str:
-        from checks.prometheus import _new_client, _query, parse_result, query_budget
-
-        budget = query_budget(self.settings.timeout)
-
-        def ask() -> Any:
-            client = _new_client(spec)
-            try:
-                return _query(client, spec, budget)
-            finally:
-                client.session.close()
-
-        samples = parse_result(await asyncio.to_thread(ask))
-        lines = [f"query: {spec.query}", f"{len(samples)} series"]
-        for labels, value in sorted(samples, key=lambda s: sorted(s[0].items()))[:20]:
-            label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            lines.append(f"{{{label_text}}} {value:g}")
-        if len(samples) > 20:
-            lines.append(f"({len(samples) - 20} more series not shown)")
-        return "\n".join(lines)
+def _probe_class(spec: CheckSpec) -> type[Probe[Any]] | None:
+    try:
+        return probe_class(spec.type)
+    except UnknownTypeError:  # a check type the registry does not know has no evidence
+        return None
