@@ -149,6 +149,10 @@ class Exec(Remediation[ExecParams]):
     params_model: ClassVar[type[ExecParams]] = ExecParams
 
     async def inspect(self, target: Target) -> dict[str, Any]:
+        return await asyncio.to_thread(self._inspect)
+
+    def _inspect(self) -> dict[str, Any]:
+        """Where the program is and whether ``cwd`` exists (file system calls: off the loop)."""
         p = self.params
         path = p.env.get("PATH", os.environ.get("PATH", os.defpath))
         program = p.argv[0]
@@ -260,7 +264,7 @@ async def _run(proc: asyncio.subprocess.Process, capture: _Capture, timeout: flo
 async def _exited(proc: asyncio.subprocess.Process) -> None:
     """Until the command itself exits. Not ``proc.wait()``: on Python 3.11 that also waits for
     its pipes to close, which a background child keeps open."""
-    while proc.returncode is None:
+    while proc.returncode is None:  # noqa: ASYNC110 - no event to wait on (see above)
         await asyncio.sleep(POLL_INTERVAL)
 
 
@@ -271,7 +275,7 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
             os.killpg(proc.pid, sig)
         if sig == signal.SIGTERM:
             deadline = time.monotonic() + KILL_GRACE
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
+            while _group_alive(proc.pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - a process group has no exit event
                 await asyncio.sleep(POLL_INTERVAL)
     await proc.wait()
 

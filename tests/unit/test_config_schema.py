@@ -14,8 +14,8 @@ import yaml
 
 from agent.config.model import parse_config
 from agent.config.schema import config_schema
-from agent.notify.specs import CHANNEL_TYPES
 from agent.kernel.errors import ConfigError
+from agent.notify.specs import CHANNEL_TYPES
 from agent.registry import ACTION_TYPES, CHECK_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
