@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from agent.kernel.conditions import CompiledCondition, Severity, compile_condition
 from agent.kernel.durations import Duration, positive
 from agent.kernel.models import Frozen, Resources
+from agent.kernel.targets import Target
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
@@ -135,6 +136,28 @@ class CheckSpec(Frozen):
         """A short, secret-free description of what this check probes (for tables and logs)."""
         return self.type
 
+    # ------------------------------------------------------------------ hooks for the engine
+    # What differs between probe types, asked of the spec (``agent.core.targets``, the Docker
+    # event listener, deploy tracking) instead of the engine testing ``type``.
+
+    #: Whether the Docker event listener serves this check: its spec then also has
+    #: ``docker_host`` and ``selects(name, container_id, labels)``, and ``single`` when one
+    #: container's event is itself a result (``agent.runtime.events``).
+    watches_docker_events: ClassVar[bool] = False
+
+    def docker_target(self) -> Target | None:
+        """The Docker selection this check names (``check`` unset), or None.
+
+        What a Docker action acts on when its step names no target, what the check's
+        blast-radius groups and image history are keyed by.
+        """
+        return None
+
+    def deployed_images(self, observations: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """``(image, image_id)`` of each running container in one result's observations
+        (deploy tracking, for rollback); empty for probes that see no images."""
+        return ()
+
 
 SpecT = TypeVar("SpecT", bound=CheckSpec)
 Observations = Mapping[str, Any]
@@ -150,6 +173,11 @@ class Probe(ABC, Generic[SpecT]):
     """
 
     spec_model: ClassVar[type[CheckSpec]]
+    #: The modules :meth:`observe` imports inside the function (so that validating a config,
+    #: or a check of other types, never pays for them). The runner imports them before any
+    #: probe starts its clock: an import on the shared loop would otherwise be billed to the
+    #: latency of every probe in flight (an HTTP ``latency_ms`` of 150 ms instead of 3).
+    lazy_imports: ClassVar[tuple[str, ...]] = ()
     #: What :meth:`evidence` collects, as the incident's timeline names it
     #: (``"pg_stat_activity"``); None: this probe type has no evidence hook.
     evidence_label: ClassVar[str | None] = None

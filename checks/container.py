@@ -412,6 +412,7 @@ class ContainerProbe(Probe[ContainerSpec]):
     """Lists and inspects the selected containers; one shared Docker client per host."""
 
     spec_model = ContainerSpec
+    lazy_imports = ("docker", "docker.errors", "requests")
 
     def _handle(self) -> DockerHandle:
         host, timeout = self.spec.docker_host, self.spec.timeout

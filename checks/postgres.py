@@ -306,6 +306,7 @@ class PostgresProbe(Probe[PostgresSpec]):
     evidence_label = "pg_stat_activity"
     evidence_scope = "failing"
     spec_model = PostgresSpec
+    lazy_imports = ("psycopg", "psycopg.conninfo")
 
     async def observe(self) -> dict[str, Any]:
         import psycopg

@@ -153,6 +153,7 @@ class PrometheusProbe(Probe[PrometheusSpec]):
     evidence_label = "prometheus query"
     evidence_scope = "every"
     spec_model = PrometheusSpec
+    lazy_imports = ("requests", "prometheus_api_client", "prometheus_api_client.exceptions")
 
     async def observe(self) -> dict[str, Any]:
         spec = self.spec

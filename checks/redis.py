@@ -219,6 +219,7 @@ class RedisProbe(Probe[RedisSpec]):
     evidence_label = "redis INFO"
     evidence_scope = "failing"
     spec_model = RedisSpec
+    lazy_imports = ("redis", "redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.exceptions")
 
     async def observe(self) -> dict[str, Any]:
         from redis.asyncio import Redis

@@ -70,6 +70,7 @@ class TlsProbe(Probe[TlsCheckSpec]):
     """One verifying handshake per run (two when verification fails); no data is exchanged."""
 
     spec_model = TlsCheckSpec
+    lazy_imports = ("cryptography.x509",)
     _verifying: ssl.SSLContext | None = None
     _reading: ssl.SSLContext | None = None
 

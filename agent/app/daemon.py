@@ -45,7 +45,7 @@ from agent.kernel.errors import ConfigError, StoreError
 from agent.kernel.logs import LOGGER, RedactingFilter
 from agent.kernel.models import Resources, Thresholds
 from agent.kernel.results import Result, Status
-from agent.runtime.runner import ProbeRunner, build_probe
+from agent.runtime.runner import ProbeRunner, build_probe, preload
 from agent.runtime.scheduler import Scheduler
 from agent.store.sqlite import Retention, Store
 from checks.base import CheckSpec, Probe
@@ -206,7 +206,9 @@ class Daemon:
 
     def _build(self, spec: CheckSpec) -> Probe[Any]:
         try:
-            return build_probe(spec, self.resources)
+            probe = build_probe(spec, self.resources)
+            preload([probe])  # at start or reload, not on the loop while other probes time themselves
+            return probe
         except Exception as exc:
             LOGGER.error("check %s: cannot set up its probe: %s", spec.name, exc, extra={"check": spec.name})
             return _Unbuildable(spec, exc)

@@ -9,6 +9,8 @@ through the config's :class:`~agent.kernel.redact.Redactor`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -173,6 +175,7 @@ async def run_once(
     # Build every probe before any runs: set-up work (TLS contexts, imports) must not be
     # billed to the latency of probes already in flight.
     probes = [_build_or_fail(spec, resources, runner.redactor) for spec in specs]
+    preload(p for p in probes if not isinstance(p, Result))
 
     async def one(spec: CheckSpec, probe: Probe[Any] | Result) -> Result:
         if isinstance(probe, Result):
@@ -187,6 +190,17 @@ async def run_once(
         return list(await asyncio.gather(*(one(s, p) for s, p in zip(specs, probes, strict=True))))
     finally:
         await resources.close()
+
+
+def preload(probes: Iterable[Probe[Any]]) -> None:
+    """Import every module the probes' ``observe`` imports lazily (``Probe.lazy_imports``), now.
+
+    Before any probe starts its clock; a module that cannot be imported is left for the
+    probe's own run to report (as UNKNOWN, with the probe's message).
+    """
+    for name in sorted({m for probe in probes for m in type(probe).lazy_imports}):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _build_or_fail(spec: CheckSpec, resources: Resources, redactor: Redactor) -> Probe[Any] | Result:

@@ -6,8 +6,11 @@ Probes here are fakes (this tier tests the engine, not a protocol).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
@@ -336,3 +339,47 @@ def test_select_by_name_and_tag() -> None:
     assert names(select(specs, tags=["db", "nope"])) == ["b"]
     assert names(select(specs, only=["a", "c"], tags=["app"])) == ["a"]
     assert names(select(specs, tags=["nope"])) == []
+
+
+@pytest.mark.usefixtures("fake_type")
+def test_run_once_imports_every_probes_lazy_modules_before_any_probe_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A probe type's lazy import (psycopg, docker...) must not run on the loop while another
+    probe's clock runs: each probe here sees the other's module already imported when it starts."""
+    names = [f"paramedic_lazy_{uuid.uuid4().hex}" for _ in range(2)]
+    for name in names:
+        (tmp_path / f"{name}.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: dict[str, bool] = {}
+
+    class Probe0(FakeProbe):
+        lazy_imports = (names[0],)
+
+        async def observe(self) -> dict[str, Any]:
+            seen[self.spec.name] = names[1] in sys.modules
+            return {"up": True}
+
+    class Probe1(Probe0):
+        lazy_imports = (names[1],)
+
+        async def observe(self) -> dict[str, Any]:
+            seen[self.spec.name] = names[0] in sys.modules
+            return {"up": True}
+
+    built = iter([Probe0, Probe1])
+    monkeypatch.setattr("agent.runtime.runner.probe_class", lambda _type: next(built))
+    results = asyncio.run(run_once([spec("a"), spec("b")]))
+    assert [r.status for r in results] == [Status.OK, Status.OK]
+    assert seen == {"a": True, "b": True}
+
+
+@pytest.mark.parametrize("type_name", sorted(__import__("agent.registry").registry.CHECK_TYPES))
+def test_every_probes_lazy_imports_exist(type_name: str) -> None:
+    """A misspelt ``lazy_imports`` entry would be skipped silently by the preload."""
+    import importlib
+
+    from agent.registry import probe_class
+
+    for name in probe_class(type_name).lazy_imports:
+        importlib.import_module(name)
