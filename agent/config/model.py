@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import yaml
 from pydantic import Field, JsonValue, PrivateAttr, ValidationError, field_validator
 
+from agent.config import yamlsafe
 from agent.kernel.durations import Duration
 from agent.kernel.errors import ConfigError
 from agent.kernel.literals import SevLevel
@@ -311,18 +312,20 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and validate the YAML file at ``path``; raise :class:`ConfigError` listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = yamlsafe.read_text(path)
     except FileNotFoundError:
         raise ConfigError([f"<file>: {source} does not exist"], source) from None
     except OSError as exc:
         raise ConfigError([f"<file>: cannot read {source}: {exc.strerror}"], source) from None
+    except yamlsafe.ConfigReadError as exc:
+        raise ConfigError([f"<file>: {exc}"], source) from None
     return parse_config(text, source, env)
 
 
 def parse_config(text: str, source: str = "<memory>", env: Mapping[str, str] | None = None) -> Config:
     """Validate config ``text`` (YAML); see :func:`load_config`."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlsafe.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

@@ -7,6 +7,7 @@ config error reads ``checks[2].timeout: input should be a valid duration (got '5
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -40,16 +41,27 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
+#: The longest duration a config may give (ten years): a NaN or infinite one would switch a
+#: guardrail off (a NaN cooldown never blocks) or stop a loop (an infinite interval).
+MAX_DURATION = 10 * 365 * 86400.0
+
+
 def _coerce(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("input should be a valid duration, not a boolean")
     if isinstance(value, int | float):
-        if value < 0:
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError("input should be a finite duration (got NaN or infinity)")
+        if seconds < 0:
             raise ValueError("input should be a valid duration, not negative")
-        return float(value)
-    if isinstance(value, str):
-        return parse_duration(value)
-    raise ValueError(f"input should be a valid duration like 10s (got {type(value).__name__})")
+    elif isinstance(value, str):
+        seconds = parse_duration(value)
+    else:
+        raise ValueError(f"input should be a valid duration like 10s (got {type(value).__name__})")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"input should be a duration of at most 10 years (got {format_duration(seconds)})")
+    return seconds
 
 
 #: What a config may write for a :data:`Duration`, as JSON Schema (``paramedic schema``):

@@ -20,7 +20,9 @@ T = TypeVar("T")
 class Frozen(BaseModel):
     """Base of every config model: unknown keys are errors, values never change after load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # allow_inf_nan=False: a NaN or infinite number in a config is an error, never a
+    # threshold that every comparison fails (a NaN budget would never block).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -302,8 +303,10 @@ def test_unknown_key_in_defaults_is_an_error() -> None:
     ],
 )
 def test_field_rules(snippet: str, problem: str) -> None:
-    base = "{name: a, type: tcp, host: h, port: 1}"
-    item = base[:-1] + ", " + snippet + "}"
+    key = snippet.split(":", 1)[0]
+    base = {"name": "a", "type": "tcp", "host": "h", "port": "1"}
+    fields = [f"{k}: {v}" for k, v in base.items() if k != key]  # a key given twice is an error of its own
+    item = "{" + ", ".join([*fields, snippet]) + "}"
     with pytest.raises(ConfigError) as info:
         load_text(f"checks:\n  - {item}\n")
     assert info.value.problems == [problem]
@@ -379,3 +382,57 @@ runbooks:
     problems = "\n".join(bad.value.problems)
     assert "runbooks[0].steps[0].params.mode:" in problems
     assert "runbooks[0].steps[1].action: unknown action 'teleport'" in problems
+
+
+# ---------------------------------------------------------------- hostile or broken files
+
+
+def test_a_duplicate_key_is_an_error_with_both_lines() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text("checks:\n  - name: a\n    type: tcp\n    host: h\n    port: 1\n    port: 2\n")
+    assert info.value.problems == ["<yaml>: duplicate key 'port' (first at line 5) at line 6, column 5"]
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    config = load_text("x: &d {interval: 10s}\nchecks: [{name: a, type: tcp, host: h, port: 1, <<: *d, interval: 5s}]\n"
+                       .replace("x:", "defaults:"))
+    assert config.checks[0].interval == 5.0
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 10):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 10) + "]")
+    with pytest.raises(ConfigError) as info:
+        load_text("\n".join([*lines, "checks: []"]))
+    assert info.value.problems[0].startswith("<yaml>: the aliases expand to ")
+
+
+def test_deep_nesting_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text("checks: []\nx: " + "[" * 100 + "]" * 100 + "\n")
+    assert "nested deeper than 64 levels" in info.value.problems[0]
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_infinite_numbers_are_errors(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(f"checks: [{{name: a, type: tcp, host: h, port: 1, interval: {value}}}]\n"
+                  f"guardrails: {{blast_radius: {{max_unhealthy: {value}}}}}\n")
+    assert any(p.startswith("checks[0].interval: input should be a finite duration") for p in info.value.problems)
+    assert any(p.startswith("guardrails.blast_radius.max_unhealthy: input should be a finite number")
+               for p in info.value.problems)
+
+
+def test_a_fifo_or_invalid_utf8_config_is_a_clear_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        load_config(fifo)  # would block forever on open/read without a writer
+    assert info.value.problems == [f"<file>: {fifo} is not a regular file"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"checks: []\n# \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.problems == [f"<file>: {bad} is not valid UTF-8 (byte 13, line 2)"]
