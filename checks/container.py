@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -49,6 +49,7 @@ from agent.kernel.durations import format_duration
 from agent.kernel.errors import AgentSideError, DependencyUnavailableError, TargetError
 from agent.kernel.models import Frozen
 from agent.kernel.redact import redact_url
+from agent.kernel.targets import Target
 from checks.base import CheckSpec, Probe
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -138,6 +139,28 @@ class ContainerSpec(CheckSpec):
         else:
             what = f"containers {_label_text(self.labels or {})}"
         return f"{what} via {show_host(self.docker_host)}" if self.docker_host else what
+
+    # ------------------------------------------------------------------ the engine's hooks
+
+    watches_docker_events: ClassVar[bool] = True
+
+    def docker_target(self) -> Target:
+        """The selection itself: what a Docker action acts on when its step names no target."""
+        return Target(
+            container=self.container, container_id=self.id,
+            compose_project=self.compose.project if self.compose else None,
+            compose_service=self.compose.service if self.compose else None,
+            labels=self.labels, docker_host=self.docker_host,
+        )
+
+    def deployed_images(self, observations: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """``(image, image_id)`` of each running container of the ``containers`` observation."""
+        found: list[tuple[str, str]] = []
+        for container in observations.get("containers") or ():
+            image_id = container.get("image_id") if isinstance(container, Mapping) else None
+            if image_id and container.get("state") == "running":
+                found.append((str(container.get("image") or image_id), str(image_id)))
+        return tuple(found)
 
     def list_filters(self) -> dict[str, Any]:
         """Server-side filters for ``containers(all=True, filters=...)`` (a superset: the

@@ -17,9 +17,11 @@ it); a remediation never looks at a dry-run flag. Remediations call the Docker E
 API through the docker SDK or run argument lists; never a shell string.
 
 Targets: Docker actions act on a container, a compose service or a Swarm service. A
-step may name its target in its params (``container``, ``compose``, ``service``); when
-it does not, the target is inherited from the triggering check if that is a
-``container`` check. No target means the plan refuses — never "everything".
+step may name its target in its params (``container``, ``compose``, ``service``: the
+:meth:`Params.named_target` hook); when it does not, the target is the Docker selection the
+triggering check names, if any (``CheckSpec.docker_target()``). ``agent.core.targets``
+resolves it, once, for the whole engine. No target means the plan refuses — never
+"everything".
 """
 
 from __future__ import annotations
@@ -35,11 +37,22 @@ from pydantic import Field
 
 from agent.kernel.models import Frozen, Resources
 from agent.kernel.results import Result, Status
-from checks.base import CheckSpec
+from agent.kernel.targets import Target as Target  # re-exported: what every action acts on
 
 
 class Params(Frozen):
     """Base of every action's params model (the ``params:`` of a runbook step)."""
+
+    def named_target(self) -> Target | None:
+        """The Docker target this step names in its own params (None: the triggering check's).
+
+        A hook, read by ``agent.core.targets.resolve_target``; :class:`TargetParams` names one.
+        """
+        return None
+
+    def named_docker_host(self) -> str | None:
+        """The Docker host this step names for the check's own target (None: the check's)."""
+        return None
 
 
 class ComposeRef(Frozen):
@@ -57,66 +70,19 @@ class TargetParams(Params):
     service: str | None = Field(default=None, description="a Swarm service name")
     docker_host: str | None = None
 
-
-@dataclass(frozen=True)
-class Target:
-    """What an action acts on. Exactly one of the selectors is set for Docker targets."""
-
-    check: str | None = None
-    container: str | None = None
-    container_id: str | None = None
-    compose_project: str | None = None
-    compose_service: str | None = None
-    labels: Mapping[str, str] | None = None
-    swarm_service: str | None = None
-    docker_host: str | None = None
-
-    def describe(self) -> str:
-        """``container app-1`` / ``compose service shop/web`` / ``swarm service web``."""
-        if self.container:
-            return f"container {self.container}"
-        if self.container_id:
-            return f"container {self.container_id[:12]}"
-        if self.compose_project and self.compose_service:
-            return f"compose service {self.compose_project}/{self.compose_service}"
-        if self.swarm_service:
-            return f"swarm service {self.swarm_service}"
-        if self.labels:
-            return "containers labelled " + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        return f"check {self.check}" if self.check else "nothing"
-
-    @property
-    def key(self) -> str:
-        """A stable identifier for guardrail counters and the journal."""
-        return self.describe()
-
-    @property
-    def is_docker(self) -> bool:
-        """True when some Docker selector is set."""
-        return any((self.container, self.container_id, self.compose_service, self.swarm_service, self.labels))
-
-
-def resolve_target(params: Params, check: CheckSpec | None) -> Target:
-    """The step's explicit target if it names one, else the triggering container check's."""
-    name = check.name if check is not None else None
-    if isinstance(params, TargetParams) and (params.container or params.compose or params.service):
+    def named_target(self) -> Target | None:
+        """``container``, ``compose`` or ``service`` when one is set (with ``docker_host``)."""
+        if not (self.container or self.compose or self.service):
+            return None
         return Target(
-            check=name, container=params.container,
-            compose_project=params.compose.project if params.compose else None,
-            compose_service=params.compose.service if params.compose else None,
-            swarm_service=params.service, docker_host=params.docker_host,
+            container=self.container,
+            compose_project=self.compose.project if self.compose else None,
+            compose_service=self.compose.service if self.compose else None,
+            swarm_service=self.service, docker_host=self.docker_host,
         )
-    if check is not None and check.type == "container":
-        spec: Any = check
-        compose = getattr(spec, "compose", None)
-        host = params.docker_host if isinstance(params, TargetParams) and params.docker_host else None
-        return Target(
-            check=name, container=getattr(spec, "container", None), container_id=getattr(spec, "id", None),
-            compose_project=compose.project if compose else None,
-            compose_service=compose.service if compose else None,
-            labels=getattr(spec, "labels", None), docker_host=host or getattr(spec, "docker_host", None),
-        )
-    return Target(check=name)
+
+    def named_docker_host(self) -> str | None:
+        return self.docker_host or None
 
 
 @dataclass(frozen=True)

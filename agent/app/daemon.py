@@ -364,9 +364,11 @@ class Daemon:
 
     async def _record_deploys(self, batch: list[Result]) -> None:
         """Remember images of watched containers (rollback needs the previous one)."""
-        if not any(r.type == "container" for r in batch) or self.store is None:
+        if self.store is None:
             return
         records = image_records({n: s.spec for n, s in self.checks.items()}, batch)
+        if not records:
+            return  # no check of the batch saw a running container's image
         try:
             deploys = await asyncio.to_thread(self.store.record_images, records)
         except StoreError as exc:
@@ -552,7 +554,7 @@ class Daemon:
             self.events.expect(container, seconds)
 
     async def _start_events(self) -> None:
-        if not any(s.type == "container" for s in self.config.checks):
+        if not any(s.watches_docker_events for s in self.config.checks):
             return
         from agent.runtime.events import DockerEventListener
 

@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agent.config.sections import GuardrailSettings
 from agent.core.state import CheckState, Health
+from agent.core.targets import blast_groups
 from agent.core.windows import ActiveWindow
 from agent.kernel.durations import format_duration
 from agent.kernel.results import Status
 
 if TYPE_CHECKING:
+    from agent.kernel.targets import Target
     from checks.base import CheckSpec
-    from remediations.base import Target
 
 ApprovalStatus = Literal["none", "pending", "approved", "rejected", "expired"]
 
@@ -609,27 +610,9 @@ def counters_reset(state: CheckState, now: float, settings: GuardrailSettings) -
 
 
 def check_groups(spec: CheckSpec, target: Target | None = None) -> frozenset[str]:
-    """The blast-radius groups of a check (and of a resolved target, when given).
-
-    ``tag:<tag>`` for each tag, ``compose:<project>`` and ``service:<project>/<service>``
-    for a compose selection, ``labels:<k=v,...>`` for a label selection, ``swarm:<name>``
-    for a Swarm service.
-    """
-    groups = {f"tag:{tag}" for tag in spec.tags}
-    compose: Any = getattr(spec, "compose", None)
-    if compose is not None:
-        groups |= {f"compose:{compose.project}", f"service:{compose.project}/{compose.service}"}
-    labels: Mapping[str, str] | None = getattr(spec, "labels", None)
-    if labels:
-        groups.add("labels:" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
-    if target is not None:
-        if target.compose_project:
-            groups.add(f"compose:{target.compose_project}")
-            if target.compose_service:
-                groups.add(f"service:{target.compose_project}/{target.compose_service}")
-        if target.swarm_service:
-            groups.add(f"swarm:{target.swarm_service}")
-    return frozenset(groups)
+    """The blast-radius groups of a check (and of a resolved target, when given): see
+    :func:`agent.core.targets.blast_groups`, where they are computed."""
+    return blast_groups(spec, target)
 
 
 def members_of(checks: Iterable[CheckSpec], states: Mapping[str, CheckState],

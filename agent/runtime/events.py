@@ -93,10 +93,16 @@ _HEX = frozenset("0123456789abcdef")
 
 
 class ContainerSelector(Protocol):
-    """What the listener needs of a container check's spec."""
+    """What the listener needs of the spec of a check that watches Docker events."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def single(self) -> bool: ...
 
     @property
     def docker_host(self) -> str | None: ...
@@ -224,15 +230,16 @@ def _id_matches(key: str, container_id: str) -> bool:
 
 
 def watched(specs: Iterable[Any], host: str | None) -> tuple[ContainerSelector, ...]:
-    """The container checks served by a listener on ``host`` (same effective Docker host)."""
-    return tuple(s for s in specs if getattr(s, "type", None) == "container"
+    """The checks served by a listener on ``host``: those that watch Docker events
+    (``CheckSpec.watches_docker_events``) on the same effective Docker host."""
+    return tuple(s for s in specs if getattr(s, "watches_docker_events", False)
                  and effective_host(s.docker_host) == effective_host(host))
 
 
 def first_host(specs: Iterable[Any]) -> str | None:
-    """The ``docker_host`` of the first container check (None: the environment's)."""
+    """The ``docker_host`` of the first check that watches Docker events (None: the environment's)."""
     for spec in specs:
-        if getattr(spec, "type", None) == "container":
+        if getattr(spec, "watches_docker_events", False):
             host: str | None = spec.docker_host
             return host
     return None
@@ -249,8 +256,8 @@ def decide(event: ContainerEvent, specs: Iterable[ContainerSelector], intent: In
     return Decision(checks, record, clear)
 
 
-def event_result(event: ContainerEvent, check: str, now: float) -> Result | None:
-    """A CRITICAL result straight from a ``die``/``oom`` event, for a single-container check.
+def event_result(event: ContainerEvent, check: ContainerSelector, now: float) -> Result | None:
+    """A CRITICAL result of ``check`` (a single-container one) straight from a ``die``/``oom`` event.
 
     Why not just trigger the probe: right after ``die``, Docker's inspect call blocks until
     it has torn the container's network down (200-400 ms on a bridge network here), so the
@@ -269,7 +276,7 @@ def event_result(event: ContainerEvent, check: str, now: float) -> Result | None
         "name": name, "id": event.container_id[:12], "state": "exited", "exit_code": exit_code,
         "oom_killed": event.action == "oom", "source": "docker-event",
     }
-    return Result(check, "container", Status.CRITICAL, f"container {name} {what} (Docker event)", 0.0,
+    return Result(check.name, check.type, Status.CRITICAL, f"container {name} {what} (Docker event)", 0.0,
                   observations, started_at=now)
 
 
@@ -502,7 +509,7 @@ class DockerEventListener:
         self.daemon.metrics.docker_events.labels(event.action).inc()
         for name in decision.checks:
             spec = next((s for s in self._specs if s.name == name), None)
-            result = event_result(event, name, time.time()) if getattr(spec, "single", False) else None
+            result = event_result(event, spec, time.time()) if spec is not None and spec.single else None
             if result is not None:
                 self.daemon.submit(result)
             self.daemon.trigger(name, f"docker event {event.text}")

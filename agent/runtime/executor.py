@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.model import Runbook, RunbookStep
+from agent.core.targets import resolve_target
 from agent.kernel.logs import LOGGER
 from agent.kernel.redact import Redactor
 from agent.kernel.results import Result
@@ -42,7 +43,6 @@ from remediations.base import (
     Target,
     TargetParams,
     Verification,
-    resolve_target,
 )
 
 #: Outcomes that mean the stack was (or may have been) changed: guardrail budgets count these.

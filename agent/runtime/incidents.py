@@ -39,15 +39,16 @@ from agent.config.model import Config, Runbook
 from agent.config.sections import NEXT_BUSINESS_DAY, IncidentSettings
 from agent.core import runbooks
 from agent.core.state import Health, Transition
+from agent.core.targets import dedup_key, runbook_target, target_key
 from agent.kernel.durations import format_duration
 from agent.kernel.literals import NoticeKind, SevLevel
 from agent.kernel.logs import LOGGER
 from agent.kernel.results import Result
+from agent.kernel.targets import Target
 from agent.notify.templates import Notice
 from agent.runtime.remedy_events import RemedyEvents
 from agent.store.sqlite import Store
 from checks.base import CheckSpec
-from remediations.base import Target, resolve_target
 
 if TYPE_CHECKING:
     from agent.core import guardrails
@@ -67,21 +68,6 @@ class Notify(Protocol):
 
 
 # --------------------------------------------------------------------------- pure decisions
-
-
-def dedup_key(runbook: str, target: str) -> str:
-    """The incident's name for its whole life: one per runbook and target."""
-    return f"runbook:{runbook}/target:{target}"
-
-
-def incident_target(book: Runbook, spec: CheckSpec) -> Target:
-    """The runbook's target for this check (what the engine acts on, so the same key)."""
-    return resolve_target(book.steps[0].typed_params, spec) if book.steps else Target(check=spec.name)
-
-
-def target_key(book: Runbook, spec: CheckSpec) -> str:
-    """The target part of the dedup key, as :class:`~agent.runtime.remedy.Remedy` computes it."""
-    return incident_target(book, spec).key if book.steps else spec.name
 
 
 def next_business_day(at: float, start: str = "09:00", timezone: str = "UTC") -> float:
@@ -240,7 +226,7 @@ class Incidents(RemedyEvents):
     def open(self, book: Runbook, spec: CheckSpec, message: str, at: float | None = None) -> dict[str, Any]:
         """The open incident of this runbook and check's target, opened now if there is none."""
         at = self.clock() if at is None else at
-        target = incident_target(book, spec)
+        target = runbook_target(book, spec)
         key = target_key(book, spec)
         issue = f"{spec.name} is DOWN" + (f": {message}" if message else "")
         data = {"issue": issue, "impact": book.summary or f"{spec.name} failing", "service": key,

@@ -32,7 +32,7 @@ from typing import Any
 
 from agent.config.model import Config, Runbook
 from agent.config.sections import GuardrailSettings
-from agent.core import guardrails, runbooks
+from agent.core import guardrails, runbooks, targets
 from agent.core.state import CheckState, Health
 from agent.core.windows import active_windows
 from agent.kernel.logs import LOGGER
@@ -41,7 +41,7 @@ from agent.runtime.executor import APPLIED_OUTCOMES, Execution, Executor, Prepar
 from agent.runtime.remedy_events import NO_EVENTS, RemedyEvents
 from agent.store.sqlite import Store
 from checks.base import CheckSpec
-from remediations.base import Verification, resolve_target, verify
+from remediations.base import Verification, verify
 
 PAUSE_FLAG = "pause"
 APPROVAL_FLAG = "approval:"
@@ -211,7 +211,7 @@ class Remedy:
         book = runbooks.match(self.config.runbooks, spec, result.status)
         if book is None:
             return Proposal(result.name, result.status, None, None, None, None)
-        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        key_target = targets.target_key(book, spec)
         key = (book.name, key_target)
         position = self._ladders.get(key) or runbooks.start(book, key_target)
         choice = runbooks.next_step(book, position, self._last_verified.get(key))
@@ -231,7 +231,7 @@ class Remedy:
         book = runbooks.match(self.config.runbooks, spec, result.status)
         if book is None:
             return None
-        key_target = resolve_target(book.steps[0].typed_params, spec).key if book.steps else spec.name
+        key_target = targets.target_key(book, spec)
         if key_target in self._busy:
             return None  # one decision at a time per target; this result changes nothing
         self._busy.add(key_target)
@@ -370,7 +370,7 @@ class Remedy:
             now=now, check=spec.name, status=result.status, health=health, action=prepared.step.action,
             target=target.key, runbook=prepared.runbook.name, runbook_dry_run=prepared.runbook.dry_run,
             step=prepared.step_index, needs_approval=prepared.step.needs_approval, check_tags=spec.tags,
-            groups=guardrails.check_groups(spec, target), history=history,
+            groups=targets.blast_groups(spec, target), history=history,
             running=tuple(running.values()),
             members=guardrails.members_of(config.checks, states, self._target_keys(config)),
             operator_stopped=stopped, depends_on=deps, silences=silences,
@@ -385,11 +385,8 @@ class Remedy:
         return settings.model_copy(update={"dry_run": True}) if self.dry_run else settings
 
     def _target_keys(self, config: Config | None = None) -> dict[str, str]:
-        """Each container check's target key, so several checks of one container count once."""
-        from remediations.base import Params
-
-        return {c.name: resolve_target(Params(), c).key for c in (config or self.config).checks
-                if c.type == "container"}
+        """Each Docker-selecting check's target key, so several checks of one container count once."""
+        return targets.target_keys((config or self.config).checks)
 
     def _approval(self, prepared: Prepared) -> tuple[guardrails.ApprovalStatus, float | None, str]:
         """The live approval request for this step (newer than its last execution), if any."""

@@ -22,12 +22,13 @@ import pytest
 from docker.errors import NotFound
 
 from agent.config.model import parse_config
+from agent.core.targets import resolve_target
 from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.registry import probe_class
 from agent.runtime.runner import ProbeRunner
 from checks.base import CheckSpec
-from remediations.base import ActionContext, Plan, resolve_target, verify
+from remediations.base import ActionContext, Plan, verify
 from remediations.recreate import Recreate, RecreateParams
 from tests.support.docker import ContainerFactory
 from tests.support.rich_container import preserved, remove_rich, run_rich

@@ -25,13 +25,14 @@ import pytest
 from docker.errors import APIError, NotFound
 
 from agent.config.model import parse_config
+from agent.core.targets import resolve_target
 from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.registry import probe_class
 from agent.runtime.runner import ProbeRunner
 from agent.store.sqlite import Store
 from checks.base import CheckSpec
-from remediations.base import ActionContext, Target, resolve_target, verify
+from remediations.base import ActionContext, Target, verify
 from remediations.clone import LABEL_ROLLBACK_FROM
 from remediations.rollback import Rollback, RollbackParams
 from tests.support.rich_container import preserved

@@ -22,7 +22,8 @@ from typing import Any
 import docker
 import pytest
 
-from remediations.base import ActionContext, ComposeRef, Plan, resolve_target
+from agent.core.targets import resolve_target
+from remediations.base import ActionContext, ComposeRef, Plan
 from remediations.scale import Scale, ScaleParams
 from tests.support.servers import free_port
 from tests.support.waiting import http_get, wait_until

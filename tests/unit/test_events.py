@@ -595,18 +595,19 @@ def test_expect_on_the_listener_uses_its_clock() -> None:
 
 def test_a_die_event_is_a_critical_result_for_a_single_container_check() -> None:
     die = ContainerEvent("die", "die", "a" * 64, "web-1", {"name": "web-1", "exitCode": "3"})
-    result = event_result(die, "web-check", 100.0)
+    web = spec(name="web-check", container="web-1")  # the result is the check's: its name and type
+    result = event_result(die, web, 100.0)
     assert result is not None
     assert (result.name, result.type, result.status) == ("web-check", "container", Status.CRITICAL)
     assert result.message == "container web-1 died (exit code 3) (Docker event)"
     assert result.observations["exit_code"] == 3
     assert result.started_at == 100.0
     oom = ContainerEvent("oom", "oom", "a" * 64, "web-1", {"name": "web-1"})
-    oom_result = event_result(oom, "web-check", 100.0)
+    oom_result = event_result(oom, web, 100.0)
     assert oom_result is not None
     assert oom_result.observations["oom_killed"] is True
     start = ContainerEvent("start", "start", "a" * 64, "web-1", {"name": "web-1"})
-    assert event_result(start, "web-check", 100.0) is None
+    assert event_result(start, web, 100.0) is None
 
 
 def test_a_swarm_task_container_stopped_by_swarm_is_not_an_operator_stop() -> None:
