@@ -432,7 +432,7 @@ def test_audit_and_dry_run_leave_every_container_untouched(
     before = docker_state(container)
     since = time.time()
 
-    audit = agent.cli.main("audit")
+    audit = agent.cli("audit")
     assert audit.returncode == 2, audit.stdout + audit.stderr  # CRITICAL
     out = audit.stdout
     assert "web: CRITICAL" in out
@@ -442,7 +442,7 @@ def test_audit_and_dry_run_leave_every_container_untouched(
     assert "guardrails: ALLOWED" in out
     for policy in ("pause", "dry_run", "blast_radius", "target_budget", "cooldown", "backoff"):
         assert f"    {policy} " in out, out
-    as_json = json.loads(agent.cli.main("audit", "-o", "json").stdout)
+    as_json = json.loads(agent.cli("audit", "-o", "json").stdout)
     [proposal] = as_json["proposals"]
     assert proposal["plan"]["changes"] is True
     assert proposal["admission"]["allowed"] is True
@@ -468,7 +468,7 @@ def test_audit_and_dry_run_leave_every_container_untouched(
 def test_pause_blocks_until_resume(agent: Agent, containers: ContainerFactory) -> None:
     container, port = web_container(containers, HANGABLE)
     agent.write_config([http_check("web", port)], [restart_ladder("web", container.name)], guardrails())
-    paused = agent.cli.main("pause", "--reason", "deploy freeze")
+    paused = agent.cli("pause", "--reason", "deploy freeze")
     assert paused.returncode == 0, paused.stderr
     agent.start()
     poll(lambda: agent.health("web") == "OK", 10, "web OK before the fault", agent)
@@ -484,7 +484,7 @@ def test_pause_blocks_until_resume(agent: Agent, containers: ContainerFactory) -
     assert applied(agent.journal()) == []
     assert docker_state(container)[0] == started_before
 
-    assert agent.cli.main("resume").stdout.strip() == "resumed"
+    assert agent.cli("resume").stdout.strip() == "resumed"
     [action] = poll(lambda: applied(agent.journal()), 10, "a restart after resume", agent)
     poll(lambda: (next(e for e in agent.journal() if e["id"] == action["id"])["outcome"] == "ok") or None, 20,
          "the restart verified", agent)
