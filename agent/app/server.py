@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from agent.app.metrics import CONTENT_TYPE
+from agent.kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.config.model import Config
@@ -69,7 +70,12 @@ class StatusServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # busy port, address not on this host: a config problem, exit 2
+            await self._runner.cleanup()
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError([f"server.listen: cannot listen on {listen}: {reason}"], "server") from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else int(port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -499,3 +500,15 @@ def test_check_of_http_probes_imports_no_heavy_sdk(tmp_path: Path, server: TestS
                                                 "agent.runtime.evidence", "agent.runtime.outbox",
                                                 "agent.cli.remedy") or m.startswith("agent.notify"))
     assert layers == []
+
+
+def test_run_on_a_busy_server_port_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path, [], server={"listen": f"127.0.0.1:{port}"})
+        proc = run("run", "-c", str(cfg), cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert f"server.listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
