@@ -1,13 +1,19 @@
-"""The brain: from a failing check to a runbook step that is allowed, done once, and verified.
+"""The runbook engine's driver: from a failing check to a runbook step that is allowed, done once, and verified.
 
 For a check that is DOWN (its failures passed ``failure_threshold``), on each CRITICAL
 result while no action runs on its target::
 
     runbooks.match()            which runbook handles this failure (none: nothing to do)
-    runbooks.next_step()        which rung of its ladder is next (or escalate)
+    remedy.choose()             which rung of its ladder is next (or escalate)
     executor.prepare()          inspect the target and plan (read only)
     guardrails.admit()          every policy's verdict, with reasons
+    remedy.decide()             act, ask for approval, block (journal it or not), escalate (once)
     executor.execute()          journal intent -> apply (or record, if dry-run) -> verify -> journal outcome
+    remedy.after_step()         where the ladder moves to
+
+Every decision is a pure function of :mod:`agent.core.remedy` (the rules, with their unit
+tests); this module gathers what they look at (store reads, the running actions), carries
+their answer out (journal, executor, incident events, logs) and persists the ladder.
 
 A blocked decision is journaled too (``paramedic history`` shows why nothing happened),
 but only when its reasons change, so a check that stays DOWN behind a cooldown does not
@@ -33,6 +39,7 @@ from typing import Any
 from agent.config.model import Config, Runbook
 from agent.config.sections import GuardrailSettings
 from agent.core import guardrails, runbooks, targets
+from agent.core import remedy as core
 from agent.core.state import CheckState, Health
 from agent.core.windows import active_windows
 from agent.kernel.logs import LOGGER
@@ -95,10 +102,9 @@ class Remedy:
         self.run_check = run_check
         self.dry_run = dry_run
         self.clock = clock
-        self._ladders: dict[tuple[str, str], runbooks.LadderPosition] = {}
-        self._last_verified: dict[tuple[str, str], bool | None] = {}
+        self._ladders: dict[core.LadderKey, core.Ladder] = {}
         self._running: dict[str, guardrails.RunningAction] = {}
-        self._last_blocked: dict[tuple[str, str], str] = {}
+        self._last_blocked: dict[core.LadderKey, str] = {}  # the blocking policies last journaled
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # targets with a decision or action in progress in this process
         self._held: dict[str, int] = {}  # check -> steps being applied to its target right now
@@ -110,24 +116,13 @@ class Remedy:
         """Ladder positions survive restarts: a restarted agent does not go back to step 1, nor
         escalate a target it already gave up on again."""
         for value in self.store.flags(LADDER_FLAG).values():
-            if not isinstance(value, dict):
-                continue
-            fields = {k: value[k] for k in ("runbook", "target", "next_step", "attempts", "last_step_at", "exhausted")
-                      if k in value}
-            try:
-                position = runbooks.LadderPosition(**fields)
-            except TypeError:
-                continue
-            key = (position.runbook, position.target)
-            self._ladders[key] = position
-            self._last_verified[key] = value.get("last_verified")
+            ladder = core.Ladder.from_doc(value)
+            if ladder is not None:
+                self._ladders[ladder.key] = ladder
 
-    def _set_ladder(self, key: tuple[str, str], position: runbooks.LadderPosition) -> None:
-        self._ladders[key] = position
-        doc = {"runbook": position.runbook, "target": position.target, "next_step": position.next_step,
-               "attempts": position.attempts, "last_step_at": position.last_step_at,
-               "exhausted": position.exhausted, "last_verified": self._last_verified.get(key)}
-        self.store.set_flag(f"{LADDER_FLAG}{key[0]}\x1f{key[1]}", doc)
+    def _set_ladder(self, key: core.LadderKey, ladder: core.Ladder) -> None:
+        self._ladders[key] = ladder
+        self.store.set_flag(f"{LADDER_FLAG}{key[0]}\x1f{key[1]}", ladder.as_doc())
 
     # ------------------------------------------------------------------ config reloads
 
@@ -148,12 +143,11 @@ class Remedy:
 
     def on_result(self, result: Result, state: CheckState | None) -> None:
         """Called for each stored result: start a remediation task when one is due."""
-        if state is None:
+        due = core.trigger(result.status, state)
+        if state is None or due is None:
             return
-        if state.visible is Health.OK:
+        if due == "reset":
             self._maybe_reset(result.name, state)
-            return
-        if state.health is not Health.DOWN or result.status is not Status.CRITICAL:
             return
         task = asyncio.create_task(self.handle(result, state), name=f"remedy:{result.name}")
         self._tasks.add(task)
@@ -187,17 +181,11 @@ class Remedy:
     def _maybe_reset(self, check: str, state: CheckState) -> None:
         """A check healthy for ``reset_after``: its ladders restart and its targets' counters reset."""
         now = self.clock()
-        if not guardrails.counters_reset(state, now, self.config.guardrails):
-            return
-        healthy_for = self.config.guardrails.per_target.reset_after
-        for key, position in list(self._ladders.items()):
-            if check in self._checks_of(position.runbook):
-                fresh = runbooks.after_health(position, state, now, healthy_for)
-                if self.store.flag(RESET_FLAG + key[1]) is None or position != fresh:
-                    self.store.set_flag(RESET_FLAG + key[1], now)
-                if position != fresh:
-                    self._last_verified.pop(key, None)
-                    self._set_ladder(key, fresh)
+        for reset in core.resets(check, state, now, self.config.guardrails, self.config.runbooks, self._ladders):
+            if reset.stamps(self.store.flag(RESET_FLAG + reset.key[1]) is not None):
+                self.store.set_flag(RESET_FLAG + reset.key[1], now)
+            if reset.ladder is not None:
+                self._set_ladder(reset.key, reset.ladder)
 
     def _checks_of(self, runbook: str) -> set[str]:
         book = next((b for b in self.config.runbooks if b.name == runbook), None)
@@ -213,8 +201,7 @@ class Remedy:
             return Proposal(result.name, result.status, None, None, None, None)
         key_target = targets.target_key(book, spec)
         key = (book.name, key_target)
-        position = self._ladders.get(key) or runbooks.start(book, key_target)
-        choice = runbooks.next_step(book, position, self._last_verified.get(key))
+        choice = core.choose(book, key, self._ladders.get(key))
         if isinstance(choice, runbooks.Escalate):
             return Proposal(result.name, result.status, book, choice, None, None)
         prepared = await self.executor.prepare(spec, book, choice.index)
@@ -243,48 +230,54 @@ class Remedy:
     async def _decide(self, book: Runbook, key_target: str, result: Result, state: CheckState) -> Execution | None:
         proposal = await self.propose(result, state)
         key = (book.name, key_target)
-        if isinstance(proposal.choice, runbooks.Escalate):
-            self._escalate_once(key, proposal.choice.reason, result)
+        if proposal.choice is None:
+            return None
+        decision = core.decide(core.Situation(key, proposal.choice, proposal.admission, self._ladders.get(key),
+                                              self._last_blocked.get(key), self.dry_run))
+        remembered = core.last_block(decision, self._last_blocked.get(key))
+        if remembered is None:
+            self._last_blocked.pop(key, None)
+        else:
+            self._last_blocked[key] = remembered
+        if isinstance(decision, core.Escalation):
+            self._escalate(decision)
             return None
         prepared, admission = proposal.prepared, proposal.admission
         if prepared is None or admission is None:
             return None
         decisions = [d.as_dict() for d in admission.decisions]
-        if admission.request_approval:
-            request = self.executor.request_approval(prepared, decisions, admission.dry_run or self.dry_run)
+        if isinstance(decision, core.AskApproval):
+            request = self.executor.request_approval(prepared, decisions, decision.dry_run)
             LOGGER.error("APPROVAL NEEDED for runbook %s step %d on %s: %s — `paramedic approve %d` or "
                          "`paramedic reject %d`", book.name, prepared.step_index + 1, key_target,
                          prepared.plan.summary, request, request,
                          extra={"runbook": book.name, "target": key_target, "approval_id": request})
             self.events.approval_needed(prepared, request)
             return None
-        if not admission.allowed:
-            self._record_block(key, prepared, admission, decisions)
+        if isinstance(decision, core.Block):
+            self._record_block(decision, prepared, admission, decisions)
             return None
-        self._last_blocked.pop(key, None)
-        return await self._act(key, prepared, admission, decisions, proposal)
+        if isinstance(decision, core.Act):
+            return await self._act(key, prepared, decision, decisions)
+        return None
 
-    async def _act(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
-                   decisions: list[dict[str, Any]], proposal: Proposal) -> Execution:
+    async def _act(self, key: core.LadderKey, prepared: Prepared, decision: core.Act,
+                   decisions: list[dict[str, Any]]) -> Execution:
         step, check = prepared.step, prepared.check
         target = prepared.target.key
         self._running[target] = guardrails.RunningAction(target, step.action, self.clock())
         try:
             execution = await self.executor.execute(
-                prepared, decisions, dry_run=admission.dry_run or self.dry_run,
+                prepared, decisions, dry_run=decision.dry_run,
                 verify=lambda: self._verify(check, check.success_threshold, step.verify_for),
                 while_applying=self._holding(prepared),
             )
         finally:
             self._running.pop(target, None)
-        choice = proposal.choice
-        assert isinstance(choice, runbooks.StepChoice)
-        position = self._ladders.get(key) or runbooks.start(prepared.runbook, key[1])
-        if execution.outcome in ("ok", "failed", "dry-run", "refused", "nothing"):
-            # A step whose plan refused (or had nothing to do) cannot help now: like a failed
-            # verification, the ladder moves on (or escalates) instead of re-planning it forever.
-            self._last_verified[key] = None if execution.outcome == "dry-run" else execution.outcome == "ok"
-            self._set_ladder(key, runbooks.took_step(position, choice, self.clock()))
+        choice = decision.choice
+        moved = core.after_step(key, self._ladders.get(key), choice, execution.outcome, self.clock())
+        if moved is not None:
+            self._set_ladder(key, moved)
         detail = f": {prepared.plan.summary}" if execution.outcome in ("refused", "nothing") else ""
         LOGGER.warning("runbook %s step %d on %s: %s%s", prepared.runbook.name, choice.number, target,
                        execution.outcome, detail,
@@ -304,27 +297,22 @@ class Remedy:
             return Verification(False, 0, 0, 0.0, "UNKNOWN",
                                 f"check {check.name} was removed from the config during the verification")
 
-    def _record_block(self, key: tuple[str, str], prepared: Prepared, admission: guardrails.Admission,
+    def _record_block(self, block: core.Block, prepared: Prepared, admission: guardrails.Admission,
                       decisions: list[dict[str, Any]]) -> None:
-        reasons = "; ".join(f"{d.policy}" for d in admission.blocked)
-        if self._last_blocked.get(key) == reasons:
+        if not block.new:
             return  # same block as last time: already journaled
-        self._last_blocked[key] = reasons
-        self.executor.record_blocked(prepared, decisions, admission.dry_run or self.dry_run)
+        self.executor.record_blocked(prepared, decisions, block.dry_run)
         LOGGER.warning("runbook %s on %s blocked: %s", prepared.runbook.name, prepared.target.key, admission.reason)
         self.events.blocked(prepared, admission)
-        if admission.escalate:
-            self._escalate_once(key, admission.reason, None)
+        if block.escalation is not None:
+            self._escalate(block.escalation)
 
-    def _escalate_once(self, key: tuple[str, str], reason: str, result: Result | None) -> None:
-        position = self._ladders.get(key)
-        if position is not None and position.exhausted:
-            return
-        base = position or runbooks.LadderPosition(key[0], key[1])
-        self._set_ladder(key, runbooks.escalated(base))
-        LOGGER.error("ESCALATE runbook %s on %s: %s", key[0], key[1], reason,
-                     extra={"runbook": key[0], "target": key[1], "escalation": reason})
-        self.events.escalated(key[0], key[1], reason)
+    def _escalate(self, escalation: core.Escalation) -> None:
+        runbook, target = escalation.key
+        self._set_ladder(escalation.key, escalation.ladder)
+        LOGGER.error("ESCALATE runbook %s on %s: %s", runbook, target, escalation.reason,
+                     extra={"runbook": runbook, "target": target, "escalation": escalation.reason})
+        self.events.escalated(runbook, target, escalation.reason)
 
     # ------------------------------------------------------------------ the situation
 
