@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.app.metrics import Metrics
 from agent.config.model import Config, load_config
@@ -48,6 +48,11 @@ from agent.kernel.results import Result, Status
 from agent.runtime.runner import ProbeRunner, build_probe, preload
 from agent.runtime.scheduler import Scheduler
 from agent.store.sqlite import Retention, Store
+
+if TYPE_CHECKING:
+    from agent.app.incident_wiring import IncidentLayer
+    from agent.runtime.events import DockerEventListener
+    from agent.runtime.remedy import Remedy
 from checks.base import CheckSpec, Probe
 
 #: Results kept in memory while the store cannot be written (100 s at 1,000 probes/s); older ones go.
@@ -115,9 +120,9 @@ class Daemon:
         self.last_flush = self.clock()
         self.scheduler: Scheduler | None = None
         self._background: list[asyncio.Task[Any]] = []
-        self.events: Any = None  # the Docker event listener, when there are container checks
-        self.remedy: Any = None  # the runbook engine, when the config has runbooks
-        self.incidents: Any = None  # the incident layer (agent.app.incident_wiring), with the runbook engine
+        self.events: DockerEventListener | None = None  # when some check watches Docker events
+        self.remedy: Remedy | None = None  # the runbook engine, when the config has runbooks
+        self.incidents: IncidentLayer | None = None  # the incident layer, with the runbook engine
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -531,12 +536,17 @@ class Daemon:
             resources=self.resources, operator_stops=store.operator_stops, image_history=store.image_history,
             expect_events=self._expect_events,
         )
-        executor = Executor(store, context, self.config.redactor, self.clock)
-        self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock)
-        self._background.append(asyncio.create_task(executor.warm(self.config.runbooks), name="warm-up"))
-        from agent.app.incident_wiring import start as start_incidents
+        from agent.app import incident_wiring
+        from agent.runtime.remedy_events import SafeEvents
 
-        self.incidents = await start_incidents(self)
+        executor = Executor(store, context, self.config.redactor, self.clock)
+        layer = incident_wiring.build(self.config, store, self.resources, self.clock)
+        self.remedy = Remedy(self.config, store, executor, self.check_now, dry_run=self.dry_run, clock=self.clock,
+                             events=SafeEvents(layer.incidents))
+        self.on_transition.append(layer.incidents.on_transition)
+        self._background.append(asyncio.create_task(executor.warm(self.config.runbooks), name="warm-up"))
+        await layer.start()
+        self.incidents = layer
         await executor.reconcile(self.check_now)
 
     async def check_now(self, name: str) -> Result:

@@ -1,9 +1,10 @@
 """The daemon's incident layer: :class:`~agent.runtime.incidents.Incidents` plus its notifier, built and run together.
 
 Built by :meth:`agent.app.daemon.Daemon._start_remedy` when the config has runbooks (no
-runbook, no incident): the notifier's dispatcher starts, the incident layer hears every
-state transition (``Daemon.on_transition``) and every decision of the runbook engine
-(``Remedy.events``), and a ticker sends reminders and response-time escalations. On
+runbook, no incident), before the runbook engine, which gets the incidents as its
+``events`` through its constructor: the incident layer hears every state transition
+(``Daemon.on_transition``) and every decision of the engine; then the notifier's
+dispatcher starts and a ticker sends reminders and response-time escalations. On
 shutdown (after the engine drained and the last results were flushed) evidence still
 being collected gets a few seconds, then the dispatcher stops; notices not yet sent stay
 in the outbox and go out at the next start.
@@ -30,6 +31,7 @@ daemon. The incident's state is in the store, so the next run resolves what this
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,6 @@ from agent.kernel.errors import ConfigError
 from agent.kernel.logs import LOGGER
 from agent.runtime.evidence import EvidenceCollector
 from agent.runtime.incidents import Incidents, cancel
-from agent.runtime.remedy_events import SafeEvents
 
 if TYPE_CHECKING:
     from agent.kernel.models import Resources
@@ -78,6 +79,11 @@ class IncidentLayer:
         """Forget old sent/failed outbox rows (the daemon's maintenance loop)."""
         return int(self.notifier.prune())
 
+    async def start(self) -> None:
+        """Start the notifier's dispatcher and the reminder/escalation ticker."""
+        await self.notifier.start()
+        self.ticker = asyncio.create_task(self.incidents.run_forever(TICK_INTERVAL), name="incidents")
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the ticker, let evidence collections finish briefly, stop the dispatcher."""
         await cancel(self.ticker)
@@ -86,22 +92,15 @@ class IncidentLayer:
         await self.notifier.stop(grace)
 
 
-async def start(daemon: Any) -> IncidentLayer | None:
-    """Build and start the layer for ``daemon`` (which has its store and runbook engine)."""
-    config: Config = daemon.config
-    if not config.runbooks or daemon.store is None or daemon.remedy is None:
-        return None
+def build(config: Config, store: Store, resources: Resources, clock: Callable[[], float]) -> IncidentLayer:
+    """The daemon's layer, not started: the runbook engine is built with its incidents as its
+    events (one door in for the engine's decisions) and the daemon adds its transition hook;
+    then :meth:`IncidentLayer.start`."""
     from agent.runtime.outbox import Notifier
 
-    notifier = Notifier(config.notifications, daemon.store, redactor=config.redactor, clock=daemon.clock)
-    incidents = Incidents(config, daemon.store, notifier, collector=EvidenceCollector(config, daemon.resources),
-                          clock=daemon.clock)
-    daemon.remedy.events = SafeEvents(incidents)
-    daemon.on_transition.append(incidents.on_transition)
-    await notifier.start()
-    layer = IncidentLayer(incidents, notifier)
-    layer.ticker = asyncio.create_task(incidents.run_forever(TICK_INTERVAL), name="incidents")
-    return layer
+    notifier = Notifier(config.notifications, store, redactor=config.redactor, clock=clock)
+    incidents = Incidents(config, store, notifier, collector=EvidenceCollector(config, resources), clock=clock)
+    return IncidentLayer(incidents, notifier)
 
 
 def for_cron(config: Config, store: Store, resources: Resources) -> tuple[IncidentLayer, list[str]]:

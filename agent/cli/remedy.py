@@ -20,6 +20,7 @@ from agent.kernel.models import Resources
 from agent.kernel.results import Result, Status
 from agent.runtime.executor import Execution, Executor
 from agent.runtime.remedy import Proposal, Remedy
+from agent.runtime.remedy_events import NO_EVENTS, RemedyEvents, SafeEvents
 from agent.runtime.runner import run_once
 from agent.store.sqlite import Store
 from remediations.base import ActionContext
@@ -32,7 +33,7 @@ TransitionHook = Callable[[Transition, Result | None], None]
 
 
 def _engine(config: Config, store: Store, resources: Resources, record: bool,
-            on_transition: TransitionHook | None = None) -> Remedy:
+            on_transition: TransitionHook | None = None, events: RemedyEvents = NO_EVENTS) -> Remedy:
     context = ActionContext(resources=resources, operator_stops=store.operator_stops,
                             image_history=store.image_history)
     executor = Executor(store, context, config.redactor)
@@ -46,7 +47,7 @@ def _engine(config: Config, store: Store, resources: Resources, record: bool,
                     on_transition(t, result)
         return result
 
-    return Remedy(config, store, executor, run_check)
+    return Remedy(config, store, executor, run_check, events=events)
 
 
 async def remediate(config: Config, results: Sequence[Result],
@@ -59,7 +60,6 @@ async def remediate(config: Config, results: Sequence[Result],
     outbox one bounded delivery. A notification problem is a warning on stderr, never an error.
     """
     from agent.app import incident_wiring
-    from agent.runtime.remedy_events import SafeEvents
 
     store = Store(config.store_path())
     resources = Resources()
@@ -72,9 +72,9 @@ async def remediate(config: Config, results: Sequence[Result],
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
         hook = layer.incidents.on_transition if layer is not None else None
-        remedy = _engine(config, store, resources, record=True, on_transition=hook)
+        events = SafeEvents(layer.incidents) if layer is not None else NO_EVENTS
+        remedy = _engine(config, store, resources, record=True, on_transition=hook, events=events)
         if layer is not None:
-            remedy.events = SafeEvents(layer.incidents)
             latest = {r.name: r for r in results}
             for t in transitions:
                 layer.incidents.on_transition(t, latest.get(t.check))

@@ -91,11 +91,12 @@ class Proposal:
 class Remedy:
     """Applies runbooks to DOWN checks inside the guardrails. One per agent process."""
 
-    #: Told of each action, block, approval request and escalation (the daemon sets the incident layer).
-    events: RemedyEvents = NO_EVENTS
-
     def __init__(self, config: Config, store: Store, executor: Executor, run_check: CheckRunner,
-                 dry_run: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 dry_run: bool = False, clock: Callable[[], float] = time.time,
+                 events: RemedyEvents = NO_EVENTS) -> None:
+        #: Told of each action, block, approval request and escalation: the incident layer
+        #: (its one door in for the engine's decisions), or nobody.
+        self.events = events
         self.config = config
         self.store = store
         self.executor = executor
